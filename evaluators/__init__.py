@@ -1,0 +1,1 @@
+"""Leaderboard-rule scorers over strings and manifests. Imports nothing from ``steermoe``."""

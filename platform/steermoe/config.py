@@ -1,0 +1,431 @@
+"""One typed, strict, frozen configuration tree for every job.
+
+YAML files hold values only; ``load_config(path, overrides)`` reads one, applies
+``key.sub=value`` overrides and validates the whole tree before any work starts. Unknown keys,
+wrong types and impossible values raise :class:`ConfigError` naming the key path, e.g.
+``model.steering.top_k: must be <= num_experts (4), got 8``. Values are never silently repaired.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names every offending key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _bad(key: str, message: str) -> ValueError:
+    # Model-level checks report the field they are about, so the final path is complete.
+    return ValueError(f"@{key}@ {message}")
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class SteeringConfig(_Strict):
+    """The mixture of steering experts inside the frozen encoder (DESIGN.md §2)."""
+
+    # Steer the encoder at all; False gives the projector-only baselines (`linear`, `mlp`).
+    enabled: bool = True
+    # Experts per layer (N). N=1 is the "static adapter" baseline.
+    num_experts: int = Field(default=4, ge=1, le=256)
+    # Keep the K largest router logits per layer (softmax over them); null = dense (paper).
+    top_k: int | None = Field(default=None, ge=1)
+    # Encoder layers to steer (0-based); null = every layer.
+    layers: tuple[int, ...] | None = None
+    # Standard deviation of the initial steering vectors E (L, N, D).
+    init_std: float = Field(default=0.01, gt=0)
+    # Initial value of the per-layer scales a (L,).
+    init_scale: float = 0.1
+    # Weight of the Switch-style load-balancing auxiliary loss (0 = off).
+    load_balance_weight: float = Field(default=0.0, ge=0)
+    # Weight of the router z-loss (0 = off).
+    z_loss_weight: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SteeringConfig:
+        if self.top_k is not None and self.top_k > self.num_experts:
+            raise _bad("top_k", f"must be <= num_experts ({self.num_experts}), got {self.top_k}")
+        if self.layers is not None:
+            if len(set(self.layers)) != len(self.layers):
+                raise _bad("layers", f"has duplicates: {list(self.layers)}")
+            if any(i < 0 for i in self.layers):
+                raise _bad("layers", f"indices must be >= 0, got {list(self.layers)}")
+        return self
+
+
+class ProjectorConfig(_Strict):
+    """Temporal pooling plus projection from encoder width D to LLM width H."""
+
+    # `linear`: Linear(D -> H) (paper); `mlp`: Linear -> GELU -> Linear (Ultravox-style).
+    kind: Literal["linear", "mlp"] = "linear"
+    # Pooling over time before projection.
+    pool: Literal["avg", "max"] = "avg"
+    # Pooling stride S (4 turns Whisper's 50 Hz into 12.5 Hz).
+    stride: int = Field(default=4, ge=1, le=64)
+    # Hidden width of the `mlp` projector; null = the LLM width.
+    hidden_size: int | None = Field(default=None, ge=1)
+
+
+class ModelConfig(_Strict):
+    """Backbones (hub id, local path or embedded name) and the trainable parts."""
+
+    # Whisper-family encoder: embedded name (`whisper-base`, `whisper-tiny.en`,
+    # `tiny-random-whisper`), a local Hugging Face folder or a hub id.
+    encoder: str = "whisper-base"
+    # Causal LM: embedded name (`smollm2-135m-instruct`, `tiny-random-llm`), folder or hub id.
+    llm: str = "smollm2-135m-instruct"
+    steering: SteeringConfig = SteeringConfig()
+    projector: ProjectorConfig = ProjectorConfig()
+    # System turn of the chat prompt.
+    system_prompt: str = "You are a helpful assistant that listens to audio."
+    # Default instruction when an example has none (ASR).
+    default_instruction: str = "Transcribe the audio."
+    # Compute dtype of the frozen backbones: `auto` = bf16 on GPU, fp32 on CPU.
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # Recompute backbone activations in the backward pass to save memory.
+    activation_checkpointing: bool = False
+    # Intra-op CPU threads per process (0 = leave torch's default).
+    num_threads: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if not self.encoder.strip():
+            raise _bad("encoder", "must not be empty")
+        if not self.llm.strip():
+            raise _bad("llm", "must not be empty")
+        return self
+
+
+# ------------------------------------------------------------------------------ data
+
+
+class DataConfig(_Strict):
+    """Where examples come from and how bad audio is treated."""
+
+    # Built synthetic suites (`python -m jobs.build_data`); null = `<cache>/data/<build>`.
+    root: str | None = None
+    # Training sources: manifest paths (relative to `root`), folders or `hf:<name>` ids.
+    train: tuple[str, ...] = ("asr/train.jsonl",)
+    # Validation sources used for validation loss and the quick metric.
+    validation: tuple[str, ...] = ("asr/validation.jsonl",)
+    # Tasks kept from the sources (others are dropped).
+    tasks: tuple[Literal["asr", "aqa", "fc"], ...] = ("asr", "aqa", "fc")
+    # Clips longer than this are rejected (seconds).
+    max_audio_s: float = Field(default=30.0, gt=0, le=30.0)
+    # Clips shorter than this are rejected (seconds).
+    min_audio_s: float = Field(default=0.1, ge=0)
+    # Fail the job on the first bad example instead of skipping (and counting) it.
+    strict: bool = False
+    # Cap on training examples (null = all); useful for smoke runs.
+    max_train_examples: int | None = Field(default=None, ge=1)
+    # Examples in the validation slice for the quick metric.
+    max_validation_examples: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.min_audio_s >= self.max_audio_s:
+            raise _bad("min_audio_s", f"must be < max_audio_s ({self.max_audio_s})")
+        if not self.train:
+            raise _bad("train", "needs at least one source")
+        return self
+
+
+# ----------------------------------------------------------------------------- train
+
+
+class OptimConfig(_Strict):
+    """AdamW with the paper's three parameter groups, warmup and decay."""
+
+    # Learning rate of the steering vectors and layer scales.
+    lr_steering: float = Field(default=1e-2, gt=0)
+    # Learning rate of the router.
+    lr_router: float = Field(default=1e-3, gt=0)
+    # Learning rate of the projector.
+    lr_projector: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    # Linear warmup steps.
+    warmup_steps: int = Field(default=10, ge=0)
+    # Decay after warmup.
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    # Gradient norm clipping applied before each step (null = off).
+    grad_clip: float | None = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimConfig:
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise _bad("betas", f"must lie in [0, 1), got {list(self.betas)}")
+        return self
+
+
+class TrainConfig(_Strict):
+    """Ray Train + DeepSpeed settings of one training run."""
+
+    # Run name; restarts find their run by it, so keep it stable (no timestamps).
+    name: str = Field(default="steermoe", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    # Optimizer steps to run.
+    max_steps: int = Field(default=200, ge=1)
+    # Examples per worker per micro-batch.
+    batch_size: int = Field(default=8, ge=1)
+    # Micro-batches accumulated per optimizer step.
+    grad_accum: int = Field(default=1, ge=1)
+    # Validate, checkpoint and report every this many steps.
+    eval_every: int = Field(default=50, ge=1)
+    # Log the training loss every this many steps.
+    log_every: int = Field(default=10, ge=1)
+    # Ray Train workers (0 = run the loop in-process, no cluster).
+    num_workers: int = Field(default=1, ge=0)
+    use_gpu: bool = False
+    # CPUs per worker; < 1 lets two workers and a Tune trial share a 2-core machine.
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    # DeepSpeed ZeRO stage (3 shards the frozen backbones across GPUs).
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    # Restarts of a failed worker group before the run fails.
+    max_failures: int = Field(default=2, ge=0)
+    # Where Ray Train keeps checkpoints; null = `<cache>/runs`.
+    storage_path: str | None = None
+    # Checkpoints kept per run.
+    keep_checkpoints: int = Field(default=2, ge=1)
+    optim: OptimConfig = OptimConfig()
+
+
+# ----------------------------------------------------------------------------- sweep
+
+
+class AshaConfig(_Strict):
+    """ASHA early stopping on the validation metric."""
+
+    enabled: bool = True
+    # Reports a trial gets before it can be stopped.
+    grace_period: int = Field(default=2, ge=1)
+    reduction_factor: float = Field(default=2.0, gt=1)
+
+
+class SweepConfig(_Strict):
+    """Ray Tune search over model fields by dotted name."""
+
+    name: str = Field(default="steermoe-sweep", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # Dotted config key -> list of values (grid / choice) for each searched field.
+    space: dict[str, tuple[Any, ...]] = Field(
+        default_factory=lambda: {
+            "model.steering.num_experts": (2, 4),
+            "model.steering.top_k": (1, 2),
+        }
+    )
+    search: Literal["grid", "random", "optuna"] = "grid"
+    # Trials drawn by random/optuna search (grid runs every combination once).
+    num_samples: int = Field(default=4, ge=1)
+    # Validation metric that ranks trials, and its direction.
+    metric: str = "val_wer"
+    mode: Literal["min", "max"] = "min"
+    max_concurrent_trials: int = Field(default=1, ge=1)
+    # CPUs reserved by each trial driver (workers reserve their own).
+    trial_cpus: float = Field(default=0.01, gt=0)
+    asha: AshaConfig = AshaConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepConfig:
+        for key, values in self.space.items():
+            if not key.startswith(("model.", "train.optim.", "train.")):
+                raise _bad(f"space.{key}", "must name a model.* or train.* field")
+            if not values:
+                raise _bad(f"space.{key}", "needs at least one value")
+        return self
+
+
+# ------------------------------------------------------------------------------ eval
+
+
+class EvalConfig(_Strict):
+    """Batched inference and scoring on named datasets."""
+
+    # Named datasets (`synthetic-asr`, `synthetic-aqa`, `synthetic-fc`, `librivox`, `fsdd`)
+    # or manifest paths.
+    datasets: tuple[str, ...] = ("synthetic-asr", "synthetic-aqa", "synthetic-fc", "librivox")
+    batch_size: int = Field(default=8, ge=1)
+    max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    # Cap on examples per dataset (null = all of them: never a random slice).
+    max_examples: int | None = Field(default=None, ge=1)
+    # Where manifests are written; null = `<cache>/eval`.
+    output_dir: str | None = None
+
+
+# ----------------------------------------------------------------------------- serve
+
+
+class ServeConfig(_Strict):
+    """Ray Serve deployment of one model behind the OpenAI-compatible API."""
+
+    # `models:/<name>@champion`, `models:/<name>/<version>` or a checkpoint folder.
+    model: str = "models:/steermoe@champion"
+    # Name clients pass as `model` (requests for any other name get 404).
+    served_name: str = "steermoe"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    target_ongoing_requests: float = Field(default=4.0, gt=0)
+    cpus_per_replica: float = Field(default=1.0, gt=0)
+    gpus_per_replica: float = Field(default=0.0, ge=0)
+    max_batch_size: int = Field(default=8, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.05, ge=0)
+    # Environment variable holding the bearer API key (unset variable = no auth).
+    api_key_env: str = "STEERMOE_API_KEY"
+    max_body_mb: float = Field(default=25.0, gt=0)
+    max_audio_s: float = Field(default=30.0, gt=0)
+    max_tokens: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeConfig:
+        if self.min_replicas > self.max_replicas:
+            raise _bad("min_replicas", f"must be <= max_replicas ({self.max_replicas})")
+        return self
+
+
+class MlflowConfig(_Strict):
+    """Tracking store and registry."""
+
+    # Any MLflow URI; null = `sqlite:///<cwd>/mlflow.db` (or $MLFLOW_TRACKING_URI).
+    tracking_uri: str | None = None
+    experiment: str = Field(default="steermoe", min_length=1)
+    # Registered model name and the alias given to the best model.
+    registered_model: str = Field(default="steermoe", min_length=1)
+    alias: str = Field(default="champion", min_length=1)
+
+
+class Config(_Strict):
+    """The whole tree; every job takes one."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    sweep: SweepConfig = SweepConfig()
+    eval: EvalConfig = EvalConfig()
+    serve: ServeConfig = ServeConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and a YAML-parsed value."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected key.sub=value")
+    parts = key.strip().split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"override {item!r}: empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: cannot parse value {raw!r}: {exc}") from None
+    return parts, value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with every ``key.sub=value`` override set."""
+    out = copy.deepcopy(dict(data))
+    for item in overrides:
+        parts, value = parse_override(item)
+        set_path(out, parts, value)
+    return out
+
+
+def set_path(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set ``data[p0][p1]... = value``, creating mappings along the way."""
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"{where}: is a value, cannot set {'.'.join(parts)}")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate(data: Mapping[str, Any]) -> Config:
+    """Validate a plain mapping into a :class:`Config`, naming every bad key path."""
+    try:
+        return Config.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config (or start from defaults), apply overrides and validate.
+
+    Args:
+        path: YAML file; ``None`` starts from the built-in defaults.
+        overrides: ``key.sub=value`` strings; values are parsed as YAML scalars/lists.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, wrong type or impossible value.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded
+    return validate(apply_overrides(data, overrides))
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain JSON-compatible dict (what travels to Ray workers and into MLflow)."""
+    return config.model_dump(mode="json")
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (MLflow params, sweep tables)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+            if msg.startswith("@"):
+                field, _, msg = msg[1:].partition("@ ")
+                loc = f"{loc}.{field}" if loc else field
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        if err["type"] not in ("extra_forbidden", "missing") and "input" in err:
+            shown = repr(err["input"])
+            if len(shown) <= 60 and err["type"] != "value_error":
+                msg = f"{msg} (got {shown})"
+        lines.append(f"{loc}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
