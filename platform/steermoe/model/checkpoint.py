@@ -1,0 +1,133 @@
+"""Trainable-only checkpoints that describe themselves.
+
+A checkpoint folder holds ``trainable.safetensors`` (only the steering MoE and projector
+tensors) and ``steermoe.json``, the header: format version, package version, backbone
+identities (id + SHA-256 of their files), the model config, the prompt template and a digest
+of the tensor file. Loading checks all of it and fails with a clear :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import steermoe
+from steermoe.config import ModelConfig
+
+FORMAT = "steermoe-checkpoint/1"
+TENSORS = "trainable.safetensors"
+HEADER = "steermoe.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded (corrupt, truncated, other backbone...)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    model, config: ModelConfig, path: str | Path, extra: dict | None = None
+) -> Path:
+    """Write the trainable tensors and the header to folder ``path`` (atomically)."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    state = {n: p.detach().float().contiguous().cpu() for n, p in model.trainable_parameters()}
+    save_file(state, str(tmp / TENSORS), metadata={"format": FORMAT})
+    header = {
+        "format": FORMAT,
+        "steermoe_version": steermoe.__version__,
+        "backbones": model.identity,
+        "model_config": config.model_dump(mode="json"),
+        "prompt_template": model.template.rendered,
+        "tensors": {n: list(t.shape) for n, t in state.items()},
+        "tensors_sha256": _sha256(tmp / TENSORS),
+        **(extra or {}),
+    }
+    (tmp / HEADER).write_text(json.dumps(header, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def read_header(path: str | Path) -> dict:
+    """The JSON header of checkpoint folder ``path``."""
+    file = Path(path) / HEADER
+    if not file.is_file():
+        raise CheckpointError(f"{path}: not a SteerMoE checkpoint (no {HEADER})")
+    try:
+        header = json.loads(file.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{file}: corrupt header: {exc}") from None
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{file}: unsupported format {header.get('format')!r}")
+    return header
+
+
+def checkpoint_config(path: str | Path) -> ModelConfig:
+    """The model config a checkpoint was trained with."""
+    return ModelConfig.model_validate(read_header(path)["model_config"])
+
+
+def load_checkpoint(model, path: str | Path, *, check_backbones: bool = True) -> dict:
+    """Load trainable tensors into ``model`` after checking integrity and backbones.
+
+    Returns:
+        The header.
+    """
+    folder = Path(path)
+    header = read_header(folder)
+    tensors = folder / TENSORS
+    if not tensors.is_file():
+        raise CheckpointError(f"{folder}: missing {TENSORS}")
+    if _sha256(tensors) != header.get("tensors_sha256"):
+        raise CheckpointError(f"{tensors}: corrupt or truncated (SHA-256 does not match header)")
+    if check_backbones:
+        for role in ("encoder", "llm"):
+            want = header["backbones"][role]
+            have = model.identity[role]
+            if want.get("sha256") != have.get("sha256"):
+                raise CheckpointError(
+                    f"{folder}: trained against {role} {want.get('name')!r} "
+                    f"({_short(want)}), but the model has {have.get('name')!r} ({_short(have)})"
+                )
+    try:
+        state = load_file(str(tensors))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{tensors}: unreadable: {exc}") from None
+    params = dict(model.trainable_parameters())
+    missing = sorted(set(params) - set(state))
+    unexpected = sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{folder}: tensors do not match the model (missing {missing}, unexpected {unexpected})"
+        )
+    with torch.no_grad():
+        for name, param in params.items():
+            if tuple(state[name].shape) != tuple(param.shape):
+                raise CheckpointError(
+                    f"{folder}: {name} has shape {tuple(state[name].shape)}, "
+                    f"model expects {tuple(param.shape)}"
+                )
+            param.copy_(state[name].to(param.dtype))
+    return header
+
+
+def _short(identity: dict) -> str:
+    digest = hashlib.sha256(json.dumps(identity.get("sha256", {}), sort_keys=True).encode())
+    return f"files {digest.hexdigest()[:12]}"

@@ -1,0 +1,312 @@
+"""SteerMoE: frozen Whisper encoder + steering MoE + projector + frozen causal LM.
+
+Shape legend: B batch, M mel bins, F mel frames, T encoder frames, D encoder width,
+S pooling stride, A = T/S audio tokens, H LLM width, P prompt length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from steermoe.model.encoder import WhisperEncoderWrapper
+from steermoe.model.projector import Projector
+from steermoe.model.prompt import PromptTemplate
+from steermoe.model.steering import SteeringMoE
+
+IGNORE = -100
+# Silent mel frames kept after the longest clip: the conv stem looks 2 frames ahead.
+_TAIL_FRAMES = 5
+
+
+class Trainable(nn.Module):
+    """Everything that trains: the steering MoE (optional) and the projector."""
+
+    def __init__(self, *, steering: SteeringMoE | None, projector: Projector) -> None:
+        super().__init__()
+        self.steering = steering
+        self.projector = projector
+
+
+@dataclass
+class Batch:
+    """One collated batch. Token pieces stay per example; the model assembles sequences."""
+
+    ids: list[str]
+    # B, M, F log-mel (right-padded, F even) and B valid mel frames.
+    features: torch.Tensor
+    feature_lengths: torch.Tensor
+    # Per example: ids after the audio (instruction + assistant header).
+    prompt_ids: list[torch.Tensor]
+    # Per example: answer ids + end-of-turn (None at inference time).
+    target_ids: list[torch.Tensor] | None = None
+    durations_s: list[float] = field(default_factory=list)
+
+    def to(self, device: torch.device | str) -> Batch:
+        self.features = self.features.to(device)
+        self.feature_lengths = self.feature_lengths.to(device)
+        return self
+
+
+@dataclass
+class Generation:
+    """Greedy decoding results, one entry per example."""
+
+    texts: list[str]
+    token_ids: list[list[int]]
+
+    @property
+    def num_tokens(self) -> list[int]:
+        return [len(t) for t in self.token_ids]
+
+
+class SteerMoEModel(nn.Module):
+    """The full model; only ``self.trainable`` has parameters with ``requires_grad``.
+
+    Args:
+        encoder: frozen encoder wrapper (real-length encoding, steering hooks).
+        llm: frozen Hugging Face causal LM.
+        trainable: steering MoE + projector.
+        feature_extractor: the encoder's ``WhisperFeatureExtractor``.
+        tokenizer: the LLM's tokenizer.
+        template: chat prompt pieces for this tokenizer.
+        identity: backbone identities written into checkpoint headers.
+    """
+
+    def __init__(
+        self,
+        *,
+        encoder: WhisperEncoderWrapper,
+        llm: nn.Module,
+        trainable: Trainable,
+        feature_extractor,
+        tokenizer,
+        template: PromptTemplate,
+        identity: dict,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.llm = llm
+        self.trainable = trainable
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self.template = template
+        self.identity = identity
+        self.freeze_backbones()
+
+    # ------------------------------------------------------------------ set-up helpers
+
+    def freeze_backbones(self) -> None:
+        """requires_grad False and eval mode for both backbones (dropout off for good)."""
+        for module in (self.encoder, self.llm):
+            module.requires_grad_(False)
+            module.eval()
+
+    def train(self, mode: bool = True) -> SteerMoEModel:
+        # Backbones stay in eval mode whatever the caller asks; only the trainable part moves.
+        self.training = mode
+        self.trainable.train(mode)
+        self.encoder.eval()
+        # HF only recomputes activations in train mode; the backbones have no active dropout
+        # (Whisper/Llama/Qwen attention and hidden dropout are 0 at inference settings).
+        self.llm.train(mode and getattr(self.llm, "is_activation_checkpointing", False))
+        return self
+
+    def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((n, p) for n, p in self.trainable.named_parameters() if p.requires_grad)
+
+    @property
+    def steering(self) -> SteeringMoE | None:
+        return self.trainable.steering
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.trainable.parameters()).device
+
+    # ------------------------------------------------------------------------ inputs
+
+    def featurize(self, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """16 kHz waves -> log-mel (B, M, F) right-padded to an even F, and valid frames (B,).
+
+        Every clip is followed by silence (zeros), as in Whisper's 30 s padding, so a clip's
+        features and encoding do not depend on which clips share its batch.
+        """
+        hop = self.feature_extractor.hop_length
+        limit = self.encoder.max_frames
+        lengths = torch.tensor([len(a) // hop for a in audios])
+        if int(lengths.max()) > limit:
+            raise ValueError(
+                f"clip longer than the encoder window ({limit * hop / 16000:.0f} s): "
+                f"{int(lengths.max()) * hop / 16000:.2f} s"
+            )
+        width = max(len(a) for a in audios) + _TAIL_FRAMES * hop
+        padded = [np.pad(np.asarray(a, dtype=np.float32), (0, width - len(a))) for a in audios]
+        features = self.feature_extractor(
+            padded, sampling_rate=16000, padding="longest", return_tensors="pt"
+        )["input_features"]
+        frames = min(limit, int(lengths.max()) + _TAIL_FRAMES - 1)
+        frames += frames % 2  # conv2 has stride 2: keep F even
+        return features[..., :frames], lengths
+
+    def collate(
+        self,
+        audios: Sequence[np.ndarray],
+        instructions: Sequence[str],
+        targets: Sequence[str] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> Batch:
+        """Build a :class:`Batch` from waves, instructions and (for training) targets."""
+        features, lengths = self.featurize(audios)
+        prompt = [self.template.instruction_ids(self.tokenizer, s) for s in instructions]
+        target = None
+        if targets is not None:
+            target = [self.template.target_ids(self.tokenizer, s) for s in targets]
+        return Batch(
+            ids=list(ids) if ids is not None else [str(i) for i in range(len(audios))],
+            features=features,
+            feature_lengths=lengths,
+            prompt_ids=prompt,
+            target_ids=target,
+            durations_s=[len(a) / 16000 for a in audios],
+        )
+
+    # ----------------------------------------------------------------------- forward
+
+    def encode(
+        self, features: torch.Tensor, feature_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel (B, M, F) -> audio embeddings (B, A, H) and their mask (B, A)."""
+        steering = self.trainable.steering
+        if steering is not None:
+            steering.stats.clear()
+        hidden, mask = self.encoder(features, feature_lengths, steering=steering)  # B, T, D
+        audio, audio_mask = self.trainable.projector(hidden, mask)  # B, T, D -> B, A, H
+        return audio.to(self._llm_dtype), audio_mask
+
+    @property
+    def _llm_dtype(self) -> torch.dtype:
+        return self.llm.get_input_embeddings().weight.dtype
+
+    def _embed(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        table = self.llm.get_input_embeddings()
+        ids = torch.as_tensor(ids, dtype=torch.long, device=table.weight.device)
+        return table(ids)  # P -> P, H
+
+    def _sequences(
+        self, audio: torch.Tensor, audio_mask: torch.Tensor, batch: Batch, with_target: bool
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per example: embeddings [prefix; audio; prompt; target?] and labels (-100 but target)."""
+        prefix = self._embed(self.template.prefix_ids)
+        embeds, labels = [], []
+        for i in range(audio.shape[0]):
+            a = audio[i, audio_mask[i]]  # A_i, H (padded audio frames dropped)
+            prompt = self._embed(batch.prompt_ids[i])
+            parts = [prefix, a, prompt]
+            n_context = prefix.shape[0] + a.shape[0] + prompt.shape[0]
+            label = torch.full((n_context,), IGNORE, dtype=torch.long, device=a.device)
+            if with_target:
+                target = batch.target_ids[i].to(a.device)
+                parts.append(self._embed(target))
+                label = torch.cat([label, target])
+            embeds.append(torch.cat(parts))
+            labels.append(label)
+        return embeds, labels
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Teacher-forced loss on target + end-of-turn tokens only.
+
+        Returns:
+            ``loss`` (LM loss + weighted routing aux losses), ``lm_loss``, ``aux_loss``,
+            ``num_tokens`` (target tokens in the batch).
+        """
+        if batch.target_ids is None:
+            raise ValueError("forward() needs target_ids; use generate() for inference")
+        audio, audio_mask = self.encode(batch.features, batch.feature_lengths)
+        embeds, labels = self._sequences(audio, audio_mask, batch, with_target=True)
+        lengths = [e.shape[0] for e in embeds]
+        width = max(lengths)
+        x = torch.stack([F.pad(e, (0, 0, 0, width - e.shape[0])) for e in embeds])  # B, P, H
+        y = torch.stack([F.pad(lab, (0, width - lab.shape[0]), value=IGNORE) for lab in labels])
+        attn = (
+            torch.arange(width, device=x.device)[None, :]
+            < torch.tensor(lengths, device=x.device)[:, None]
+        )  # B, P
+        hidden = self.llm.base_model(inputs_embeds=x, attention_mask=attn.long()).last_hidden_state
+        # Position p predicts token p+1: logits only where the next label is a target token.
+        next_labels = y[:, 1:]  # B, P-1
+        where = next_labels != IGNORE
+        logits = self.llm.get_output_embeddings()(hidden[:, :-1][where])  # N_tgt, H -> N_tgt, V
+        lm_loss = F.cross_entropy(logits.float(), next_labels[where])
+        aux = None
+        if self.trainable.steering is not None:
+            aux = self.trainable.steering.aux_loss()
+        loss = lm_loss if aux is None else lm_loss + aux
+        return {
+            "loss": loss,
+            "lm_loss": lm_loss.detach(),
+            "aux_loss": (aux if aux is not None else torch.zeros(())).detach(),
+            "num_tokens": where.sum().detach(),
+        }
+
+    # -------------------------------------------------------------------- generation
+
+    @torch.no_grad()
+    def generate(self, batch: Batch, *, max_new_tokens: int = 64, on_token=None) -> Generation:
+        """Batched greedy decoding with a KV cache, left padding and a correct mask.
+
+        Deterministic; the result for an example does not depend on what it is batched with.
+
+        Args:
+            batch: collated inputs (targets ignored).
+            max_new_tokens: decoding budget per example.
+            on_token: optional ``on_token(step, new_ids: list[int|None])`` callback per step
+                (``None`` for finished examples), used for streaming.
+        """
+        from transformers import DynamicCache
+
+        audio, audio_mask = self.encode(batch.features, batch.feature_lengths)
+        embeds, _ = self._sequences(audio, audio_mask, batch, with_target=False)
+        b = len(embeds)
+        lengths = torch.tensor([e.shape[0] for e in embeds], device=audio.device)
+        width = int(lengths.max())
+        x = torch.stack([F.pad(e, (0, 0, width - e.shape[0], 0)) for e in embeds])  # B, P, H
+        attn = (torch.arange(width, device=x.device)[None, :] >= (width - lengths)[:, None]).long()
+        positions = (attn.cumsum(-1) - 1).clamp_min(0)  # B, P: left padding starts at 0
+        stops = torch.tensor(self.template.stop_ids, device=x.device)
+        cache = DynamicCache()
+        done = torch.zeros(b, dtype=torch.bool, device=x.device)
+        out: list[list[int]] = [[] for _ in range(b)]
+        inputs = x
+        for step in range(max_new_tokens):
+            logits = self.llm(
+                inputs_embeds=inputs,
+                attention_mask=attn,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]  # B, V
+            token = logits.float().argmax(-1)  # B
+            finished_now = torch.isin(token, stops)
+            emitted: list[int | None] = []
+            for i in range(b):
+                if done[i] or finished_now[i]:
+                    emitted.append(None)
+                else:
+                    out[i].append(int(token[i]))
+                    emitted.append(int(token[i]))
+            if on_token is not None:
+                on_token(step, emitted)
+            done |= finished_now
+            if bool(done.all()):
+                break
+            inputs = self._embed(token)[:, None, :]  # B -> B, 1, H
+            attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype, device=attn.device)], 1)
+            positions = positions[:, -1:] + 1
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
+        return Generation(texts=texts, token_ids=out)

@@ -1,0 +1,69 @@
+"""Temporal pooling plus projection from the encoder width D to the LLM width H.
+
+Shape legend: B batch, T encoder frames, D encoder width, S stride, H LLM width.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Projector(nn.Module):
+    """Pool over time by ``stride`` (avg or max), then Linear(D -> H) or a 2-layer MLP.
+
+    Args:
+        in_dim: encoder width D.
+        out_dim: LLM width H.
+        stride: pooling stride S (4: 50 Hz -> 12.5 Hz).
+        pool: ``avg`` or ``max``.
+        kind: ``linear`` (paper) or ``mlp`` (Linear -> GELU -> Linear, Ultravox-style).
+        hidden: MLP hidden width (default H).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        out_dim: int,
+        stride: int = 4,
+        pool: Literal["avg", "max"] = "avg",
+        kind: Literal["linear", "mlp"] = "linear",
+        hidden: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.stride = stride
+        self.pool = pool
+        self.kind = kind
+        if kind == "linear":
+            self.net: nn.Module = nn.Linear(in_dim, out_dim)
+        else:
+            hidden = hidden or out_dim
+            self.net = nn.Sequential(
+                nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
+            )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, D), mask (B, T) -> (B, ceil(T/S), H), mask (B, ceil(T/S)).
+
+        Padded frames never leak into a pooled frame: they are excluded from the average
+        (or the max); a pooled frame is valid when it covers at least one valid frame.
+        """
+        b, t, d = x.shape
+        s = self.stride
+        pad = (-t) % s
+        if pad:
+            x = F.pad(x, (0, 0, 0, pad))  # B, T, D -> B, T', D (T' multiple of S)
+            mask = F.pad(mask, (0, pad), value=False)
+        x = x.reshape(b, -1, s, d)  # B, T', D -> B, T'/S, S, D
+        m = mask.reshape(b, -1, s, 1).to(x.dtype)  # B, T'/S, S, 1
+        if self.pool == "avg":
+            pooled = (x * m).sum(2) / m.sum(2).clamp_min(1.0)  # B, T'/S, D
+        else:
+            pooled = x.masked_fill(m == 0, torch.finfo(x.dtype).min).amax(2)
+            pooled = torch.where(m.sum(2) > 0, pooled, torch.zeros_like(pooled))
+        new_mask = m.squeeze(-1).amax(2) > 0  # B, T'/S
+        return self.net(pooled), new_mask  # B, T/S, D -> B, T/S, H
