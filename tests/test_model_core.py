@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from steermoe.config import load_config
 from steermoe.model import build_model
 from steermoe.model.core import IGNORE

@@ -1,0 +1,1 @@
+"""Distributed training: Ray Train workers running DeepSpeed engines over the trainable part."""

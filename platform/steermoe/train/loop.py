@@ -1,0 +1,273 @@
+"""``train_fn_per_worker``: the whole training loop of one Ray Train worker, top to bottom.
+
+forward -> loss -> backward -> step, every ``train.eval_every`` steps: validation loss, a
+quick validation WER, routing statistics, then every rank saves its DeepSpeed shard,
+barrier, and ``ray.train.report(metrics, checkpoint)``. A restarted worker resumes from the
+last reported checkpoint with step, optimizer, scheduler and data order restored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from evaluators import asr
+from steermoe import env
+from steermoe.config import Config, validate
+from steermoe.data.examples import Example
+from steermoe.model import build_model, save_checkpoint
+from steermoe.optim import build_optimizer, build_scheduler
+from steermoe.train import distributed
+from steermoe.train.data import TrainStream, instruction, load_batch, load_split
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "train_state.json"
+MODEL_DIR = "model"
+DEEPSPEED_DIR = "deepspeed"
+
+
+def train_fn_per_worker(train_config: dict) -> None:
+    """One worker. ``train_config = {"config": <Config as a plain dict>}``, nothing captured."""
+    import ray.train
+
+    env.apply_defaults()
+    config = validate(train_config["config"])
+    t = config.train
+    if config.model.num_threads:
+        torch.set_num_threads(config.model.num_threads)
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    device = _device(t.use_gpu, ctx.get_local_rank())
+
+    model = build_model(config.model, device=device, seed=t.seed)
+    train_examples = load_split(config, "train")
+    val_examples = sorted(load_split(config, "validation"), key=lambda e: e.id)
+    val_examples = val_examples[: config.data.max_validation_examples]
+    stream = TrainStream(
+        train_examples,
+        batch_size=t.batch_size,
+        rank=rank,
+        world_size=world_size,
+        seed=t.seed,
+        data=config.data,
+    )
+    optimizer = build_optimizer(model, t.optim)
+    scheduler = build_scheduler(optimizer, t.optim, t.max_steps)
+    engine, optimizer, scheduler = distributed.init(config, model, optimizer, scheduler, device)
+
+    step, restarts = _resume(engine, stream, ray.train.get_checkpoint())
+    if rank == 0:
+        print(
+            f"[train] rank 0/{world_size}: {len(train_examples)} train / {len(val_examples)} "
+            f"validation examples, {sum(p.numel() for _, p in model.trainable_parameters()):,} "
+            f"trainable parameters, starting at step {step}/{t.max_steps}",
+            flush=True,
+        )
+
+    batches = iter(stream)
+    history: list[dict] = []
+    window_loss, window_tokens, window_samples = 0.0, 0, 0
+    window_start = time.perf_counter()
+    train_time = 0.0
+    model.train()
+    while step < t.max_steps:
+        step_start = time.perf_counter()
+        for _ in range(t.grad_accum):
+            loaded = next(batches)
+            batch = model.collate(
+                loaded.audios,
+                [instruction(ex, config.model.default_instruction) for ex in loaded.examples],
+                [ex.target for ex in loaded.examples],
+                ids=[ex.id for ex in loaded.examples],
+            ).to(device)
+            out = engine(batch)
+            engine.backward(out["loss"])
+            engine.step()
+            n_tokens = int(out["num_tokens"])
+            window_loss += float(out["lm_loss"]) * n_tokens
+            window_tokens += n_tokens
+            window_samples += len(loaded.examples)
+        step += 1
+        train_time += time.perf_counter() - step_start
+
+        if step % t.log_every == 0 or step % t.eval_every == 0 or step == t.max_steps:
+            (loss,) = distributed.all_mean([window_loss / max(window_tokens, 1)], window_tokens)
+            history.append(
+                {
+                    "step": step,
+                    "train_loss": loss,
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": _grad_norm(engine),
+                }
+            )
+            if rank == 0:
+                print(f"[train] step {step}/{t.max_steps} loss {loss:.4f}", flush=True)
+            window_loss, window_tokens = 0.0, 0
+
+        if step % t.eval_every == 0 or step == t.max_steps:
+            model.eval()
+            metrics = validate_quick(model, val_examples, config, rank, world_size, device)
+            model.train()
+            (samples,) = distributed.all_mean([window_samples], 1.0)
+            elapsed = time.perf_counter() - window_start
+            metrics.update(
+                {
+                    "step": step,
+                    "epoch": stream.sampler.epoch,
+                    "train_loss": history[-1]["train_loss"],
+                    "samples_per_s": samples * world_size / max(train_time, 1e-9),
+                    "samples_per_s_wall": samples * world_size / max(elapsed, 1e-9),
+                    "skipped_examples": stream.skipped,
+                    "restarts": restarts,
+                    "train_history": json.dumps(history),
+                }
+            )
+            if model.steering is not None:
+                metrics.update(_routing(model, val_examples, config, device))
+            _save_and_report(engine, model, config, stream, step, restarts, metrics)
+            history = []
+            window_samples, train_time = 0, 0.0
+            window_start = time.perf_counter()
+            if rank == 0:
+                shown = {k: v for k, v in metrics.items() if k in ("val_loss", "val_wer")}
+                print(f"[train] step {step}: {shown}", flush=True)
+
+
+def _device(use_gpu: bool, local_rank: int) -> torch.device:
+    if use_gpu:
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.use_gpu is true but CUDA is not available on this worker")
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _grad_norm(engine) -> float:
+    norm = engine.get_global_grad_norm()
+    return float(norm) if norm is not None else float("nan")
+
+
+@torch.no_grad()
+def validate_quick(
+    model, examples: list[Example], config: Config, rank: int, world_size: int, device
+) -> dict[str, float]:
+    """Validation loss over the slice and greedy-decoded WER on its ASR examples.
+
+    Each rank takes a disjoint shard; losses are token-weighted across ranks and predictions
+    are gathered so every rank computes the same corpus-level WER.
+    """
+    shard = examples[rank::world_size]
+    bs = config.train.batch_size
+    loss_sum, tokens = 0.0, 0
+    pairs: list[tuple[str, str]] = []
+    for i in range(0, len(shard), bs):
+        loaded = load_batch(shard[i : i + bs], config.data)
+        if not loaded.examples:
+            continue
+        instr = [instruction(ex, config.model.default_instruction) for ex in loaded.examples]
+        batch = model.collate(loaded.audios, instr, [ex.target for ex in loaded.examples]).to(
+            device
+        )
+        out = model(batch)
+        loss_sum += float(out["lm_loss"]) * int(out["num_tokens"])
+        tokens += int(out["num_tokens"])
+        asr_rows = [j for j, ex in enumerate(loaded.examples) if ex.task == "asr"]
+        if asr_rows:
+            sub = model.collate(
+                [loaded.audios[j] for j in asr_rows], [instr[j] for j in asr_rows]
+            ).to(device)
+            gen = model.generate(sub, max_new_tokens=config.eval.max_new_tokens)
+            pairs += [(p, loaded.examples[j].target) for p, j in zip(gen.texts, asr_rows)]
+    (val_loss,) = distributed.all_mean([loss_sum / max(tokens, 1)], tokens)
+    metrics = {"val_loss": val_loss}
+    all_pairs = [p for part in distributed.all_gather(pairs) for p in part]
+    if all_pairs:
+        try:
+            scored = asr.score([p for p, _ in all_pairs], [r for _, r in all_pairs])
+            metrics["val_wer"] = scored["wer"]
+        except ValueError:  # every reference empty after normalisation
+            pass
+    return metrics
+
+
+@torch.no_grad()
+def _routing(model, examples: list[Example], config: Config, device) -> dict[str, float]:
+    """Expert usage per layer and aux losses on the first validation batch."""
+    loaded = load_batch(examples[: config.train.batch_size], config.data)
+    if not loaded.examples:
+        return {}
+    batch = model.collate(loaded.audios, ["" for _ in loaded.examples]).to(device)
+    model.encode(batch.features, batch.feature_lengths)
+    return {f"routing/{k}": v for k, v in model.steering.routing_summary().items()}
+
+
+def _save_and_report(
+    engine, model, config: Config, stream, step: int, restarts: int, metrics: dict
+) -> None:
+    """Every rank saves its DeepSpeed shard; rank 0 adds the trainable-only checkpoint."""
+    import ray.train
+
+    rank, _ = distributed.world()
+    tag = f"step{step:07d}"
+    with tempfile.TemporaryDirectory(prefix="steermoe-ckpt-") as tmp:
+        root = Path(tmp)
+        engine.save_checkpoint(
+            str(root / DEEPSPEED_DIR),
+            tag=tag,
+            client_state={"step": step, "sampler": stream.state_dict(), "restarts": restarts},
+            save_latest=False,
+            exclude_frozen_parameters=True,
+        )
+        if rank == 0:
+            with _gathered(model, config):
+                save_checkpoint(model, config.model, root / MODEL_DIR, extra={"step": step})
+            (root / STATE_FILE).write_text(json.dumps({"step": step, "tag": tag}))
+        distributed.barrier()
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"checkpoint_{tag}",
+        )
+
+
+def _gathered(model, config: Config):
+    """Full trainable tensors on every rank (ZeRO-3 partitions them); a no-op below stage 3."""
+    if config.train.zero_stage == 3:
+        import deepspeed
+
+        params = [p for _, p in model.trainable_parameters()]
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _resume(engine, stream: TrainStream, checkpoint) -> tuple[int, int]:
+    """Restore engine (trainable weights, optimizer, scheduler) and data order.
+
+    Returns:
+        (step to continue from, how many times this run has been restarted).
+    """
+    if checkpoint is None:
+        return 0, 0
+    with checkpoint.as_directory() as folder:
+        state = json.loads((Path(folder) / STATE_FILE).read_text())
+        path, client = engine.load_checkpoint(
+            os.path.join(folder, DEEPSPEED_DIR),
+            tag=state["tag"],
+            load_module_strict=False,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=True,
+        )
+    if path is None:
+        raise RuntimeError(f"could not restore the DeepSpeed checkpoint {state['tag']}")
+    stream.load_state_dict(client["sampler"])
+    print(f"[train] resumed from {state['tag']} (step {client['step']})", flush=True)
+    return int(client["step"]), int(client.get("restarts", 0)) + 1

@@ -1,0 +1,117 @@
+"""``run(config)``: one training run on Ray Train, tracked in MLflow.
+
+Builds the ``TorchTrainer`` (scaling, storage, failure and checkpoint settings from the config),
+fits it, then copies the final trainable-only checkpoint and the resolved config to the run's
+output folder and logs both as MLflow artifacts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from steermoe import env
+from steermoe import tracking as trk
+from steermoe.config import Config, to_dict
+from steermoe.train.loop import MODEL_DIR, train_fn_per_worker
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run left its results."""
+
+    run_id: str
+    checkpoint: Path
+    config_path: Path
+    metrics: dict
+    seconds: float
+
+
+def storage_path(config: Config) -> Path:
+    return Path(config.train.storage_path or env.cache_dir() / "runs").expanduser().resolve()
+
+
+def build_trainer(config: Config, *, callbacks: list | None = None):
+    """The ``TorchTrainer`` for ``config``; every worker gets the config as a plain dict."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    t = config.train
+    resources = {"CPU": t.cpus_per_worker}
+    if t.use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        train_fn_per_worker,
+        train_loop_config={"config": to_dict(config)},
+        scaling_config=ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=t.name,
+            storage_path=str(storage_path(config)),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            callbacks=callbacks or [],
+        ),
+    )
+
+
+def run(config: Config, *, output_dir: str | Path | None = None) -> TrainResult:
+    """Train, track in MLflow, and export the trainable-only checkpoint + resolved config."""
+    import ray
+
+    env.apply_defaults()
+    uri = trk.tracking_uri(config)
+    c = trk.client(uri)
+    exp = trk.experiment_id(c, config.mlflow.experiment)
+    run_id = trk.find_or_create_run(c, exp, config.train.name, tags={"steermoe.kind": "train"})
+    trk.log_config(c, run_id, config)
+    print(f"[train] MLflow run {run_id} in {uri}", flush=True)
+
+    if not ray.is_initialized():
+        ray.init(**local_ray_kwargs())
+    start = time.perf_counter()
+    trainer = build_trainer(config, callbacks=[trk.make_report_callback(uri, run_id)])
+    try:
+        result = trainer.fit()
+    except Exception:
+        c.set_terminated(run_id, status="FAILED")
+        raise
+    seconds = time.perf_counter() - start
+
+    out = Path(output_dir or storage_path(config) / config.train.name / "final").resolve()
+    checkpoint, config_path = export(result.checkpoint, config, out)
+    c.log_artifacts(run_id, str(out), artifact_path="final")
+    c.log_metric(run_id, "train_seconds", seconds)
+    c.set_terminated(run_id, status="FINISHED")
+    print(f"[train] done in {seconds:.0f} s; checkpoint {checkpoint}", flush=True)
+    return TrainResult(run_id, checkpoint, config_path, dict(result.metrics or {}), seconds)
+
+
+def export(checkpoint, config: Config, out: Path) -> tuple[Path, Path]:
+    """Copy the trainable-only checkpoint (not DeepSpeed's shards) and the resolved config."""
+    if checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "checkpoint"
+    with checkpoint.as_directory() as folder:
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(Path(folder) / MODEL_DIR, target)
+    config_path = out / "config.yaml"
+    config_path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    return target, config_path
+
+
+def local_ray_kwargs() -> dict:
+    """A local single-node Ray on 127.0.0.1 (used when no cluster address is given)."""
+    import os
+
+    if os.environ.get("RAY_ADDRESS"):
+        return {"address": os.environ["RAY_ADDRESS"]}
+    # The dashboard (127.0.0.1 only) also serves the state API Ray Train's controller polls.
+    return {"include_dashboard": True, "dashboard_host": "127.0.0.1"}

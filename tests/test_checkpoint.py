@@ -1,0 +1,100 @@
+"""Trainable-only checkpoints: round trip, integrity and backbone checks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from steermoe.config import load_config
+from steermoe.model import CheckpointError, build_model, load_checkpoint, save_checkpoint
+from steermoe.model.checkpoint import HEADER, TENSORS, checkpoint_config, read_header
+
+TINY = ["model.encoder=tiny-random-whisper", "model.llm=tiny-random-llm"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def trained(cache, tmp_path):
+    cfg = load_config(None, [*TINY, "model.steering.num_experts=3", "model.steering.top_k=2"])
+    model = build_model(cfg.model, cache_dir=cache, seed=1)
+    with torch.no_grad():
+        for _, p in model.trainable_parameters():
+            p.add_(torch.randn_like(p))
+    path = save_checkpoint(model, cfg.model, tmp_path / "ckpt")
+    return cfg, model, path
+
+
+def test_round_trip_restores_exactly_the_trainable_tensors(cache, trained):
+    cfg, model, path = trained
+    fresh = build_model(checkpoint_config(path), cache_dir=cache, seed=2)
+    assert checkpoint_config(path) == cfg.model
+    header = load_checkpoint(fresh, path)
+    for (n, p), (n2, q) in zip(model.trainable_parameters(), fresh.trainable_parameters()):
+        assert n == n2 and torch.equal(p, q)
+    assert header["steermoe_version"] == "0.1.0"
+    assert "\x00AUDIO\x00" in header["prompt_template"]
+    rng = np.random.default_rng(0)
+    audio = [(0.1 * rng.standard_normal(16000)).astype(np.float32)]
+    a = model.generate(model.collate(audio, ["x"]), max_new_tokens=5)
+    b = fresh.generate(fresh.collate(audio, ["x"]), max_new_tokens=5)
+    assert a.token_ids == b.token_ids
+
+
+def test_checkpoint_holds_only_trainable_tensors(trained):
+    _, model, path = trained
+    state = load_file(str(path / TENSORS))
+    assert set(state) == {n for n, _ in model.trainable_parameters()}
+    n_frozen = sum(p.numel() for n, p in model.named_parameters() if not p.requires_grad)
+    n_saved = sum(t.numel() for t in state.values())
+    assert n_saved < n_frozen
+    header = read_header(path)
+    assert set(header["backbones"]) == {"encoder", "llm"}
+    assert header["backbones"]["llm"]["sha256"], "LLM file hashes missing from header"
+    assert all(len(h) == 64 for h in header["backbones"]["encoder"]["sha256"].values())
+
+
+def test_truncated_tensor_file_is_a_clear_error(cache, trained):
+    _, model, path = trained
+    data = (path / TENSORS).read_bytes()
+    (path / TENSORS).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(model, path)
+
+
+def test_corrupt_header_is_a_clear_error(trained):
+    _, model, path = trained
+    (path / HEADER).write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt header"):
+        load_checkpoint(model, path)
+
+
+def test_not_a_checkpoint(tmp_path, trained):
+    _, model, _ = trained
+    with pytest.raises(CheckpointError, match="not a SteerMoE checkpoint"):
+        load_checkpoint(model, tmp_path)
+
+
+def test_other_backbone_is_a_clear_error(cache, trained, tmp_path):
+    cfg, _, path = trained
+    other = build_model(cfg.model, cache_dir=cache)
+    header = json.loads((path / HEADER).read_text())
+    header["backbones"]["llm"]["sha256"] = {"model.safetensors": "0" * 64}
+    (path / HEADER).write_text(json.dumps(header))
+    with pytest.raises(CheckpointError, match="trained against llm"):
+        load_checkpoint(other, path)
+
+
+def test_shape_mismatch_is_a_clear_error(cache, trained):
+    _, _, path = trained
+    cfg = load_config(None, [*TINY, "model.steering.num_experts=5"])
+    other = build_model(cfg.model, cache_dir=cache)
+    with pytest.raises(CheckpointError, match="shape"):
+        load_checkpoint(other, path)

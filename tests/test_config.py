@@ -1,0 +1,136 @@
+"""The strict config tree: unknown keys, wrong types and impossible values name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from steermoe.config import Config, ConfigError, flatten, load_config, to_dict
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.steering.top_k=8"], r"model\.steering\.top_k: must be <= num_experts \(4\)"),
+        (["model.steering.nope=1"], r"model\.steering\.nope: unknown key"),
+        (["nope.x=1"], r"nope: unknown key"),
+        (["train.optim.lr_router=-1"], r"train\.optim\.lr_router: .*greater than 0"),
+        (["train.optim.lr_steering=0"], r"train\.optim\.lr_steering"),
+        (["train.batch_size=abc"], r"train\.batch_size: .*valid integer"),
+        (["train.batch_size=1.5"], r"train\.batch_size"),
+        (["train.zero_stage=4"], r"train\.zero_stage"),
+        (["model.projector.kind=conv"], r"model\.projector\.kind"),
+        (["model.steering.num_experts=0"], r"model\.steering\.num_experts"),
+        (["model.steering.layers=[1,1]"], r"model\.steering\.layers: has duplicates"),
+        (["data.min_audio_s=40", "data.max_audio_s=30"], r"data\.min_audio_s"),
+        (["data.max_audio_s=31"], r"data\.max_audio_s"),
+        (["serve.min_replicas=3", "serve.max_replicas=2"], r"serve\.min_replicas"),
+        (["train.optim.betas=[0.9,1.5]"], r"train\.optim\.betas"),
+        (["sweep.space={'data.root': [1]}"], r"sweep\.space\.data\.root: must name"),
+        (["train.name=has space"], r"train\.name"),
+        (["train.optim.grad_clip=-1"], r"train\.optim\.grad_clip"),
+    ],
+)
+def test_bad_values_fail_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_several_errors_are_all_reported():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["train.batch_size=0", "model.typo=1"])
+    text = str(info.value)
+    assert "train.batch_size" in text and "model.typo" in text
+
+
+def test_overrides_apply_and_parse_yaml_values():
+    cfg = load_config(
+        None,
+        [
+            "model.steering.num_experts=8",
+            "model.steering.top_k=2",
+            "model.steering.layers=[0, 2]",
+            "train.optim.lr_router=3e-4",
+            "model.steering.enabled=false",
+        ],
+    )
+    assert cfg.model.steering.num_experts == 8
+    assert cfg.model.steering.top_k == 2
+    assert cfg.model.steering.layers == (0, 2)
+    assert cfg.train.optim.lr_router == pytest.approx(3e-4)
+    assert cfg.model.steering.enabled is False
+
+
+def test_defaults_follow_the_paper():
+    cfg = Config()
+    assert (
+        cfg.train.optim.lr_steering,
+        cfg.train.optim.lr_router,
+        cfg.train.optim.lr_projector,
+    ) == (
+        1e-2,
+        1e-3,
+        1e-4,
+    )
+    assert cfg.model.steering.top_k is None  # dense softmax
+    assert cfg.model.steering.init_std == 0.01 and cfg.model.steering.init_scale == 0.1
+    assert cfg.model.projector.stride == 4 and cfg.model.projector.pool == "avg"
+    assert cfg.serve.host == "127.0.0.1"
+    assert cfg.train.zero_stage == 2
+
+
+def test_config_is_frozen_and_round_trips():
+    cfg = load_config(None, ["model.steering.top_k=2"])
+    with pytest.raises(Exception, match="frozen"):
+        cfg.model.steering.top_k = 3  # type: ignore[misc]
+    again = Config.model_validate(to_dict(cfg))
+    assert again == cfg
+    flat = flatten(to_dict(cfg))
+    assert flat["model.steering.top_k"] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: [1, 2]\n", r"model: .*valid dictionary"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("model: {steering: {top_k: 9, num_experts: 2}}\n", r"model\.steering\.top_k"),
+        ("key: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_files_fail_before_any_work(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_file_and_bad_override_syntax(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match=r"expected key\.sub=value"):
+        load_config(None, ["model.steering.top_k"])
+    with pytest.raises(ConfigError, match="is a value"):
+        load_config(None, ["model.encoder.x=1"])
+
+
+def _validate_any(path: Path) -> None:
+    if path.name.startswith("data_"):
+        from steermoe.data.synth.config import load_build_config
+
+        load_build_config(path)
+    else:
+        load_config(path)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_validates(path):
+    _validate_any(path)
+
+
+def test_there_are_shipped_configs():
+    names = {p.name for p in CONFIGS}
+    assert {"tiny.yaml", "reference.yaml"} <= names
