@@ -79,6 +79,7 @@ def train_fn_per_worker(train_config: dict) -> None:
     model.train()
     while step < t.max_steps:
         step_start = time.perf_counter()
+        lr = scheduler.get_last_lr()[0]  # the steering-group lr this step uses
         for _ in range(t.grad_accum):
             loaded = next(batches)
             batch = model.collate(
@@ -103,7 +104,7 @@ def train_fn_per_worker(train_config: dict) -> None:
                 {
                     "step": step,
                     "train_loss": loss,
-                    "lr": scheduler.get_last_lr()[0],
+                    "lr": lr,
                     "grad_norm": _grad_norm(engine),
                 }
             )
