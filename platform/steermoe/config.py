@@ -114,8 +114,9 @@ class ModelConfig(_Strict):
 class DataConfig(_Strict):
     """Where examples come from and how bad audio is treated."""
 
-    # Built synthetic suites (`python -m jobs.build_data`); null = `<cache>/data/<build>`.
-    root: str | None = None
+    # Folder the sources are relative to: a build name (`tiny`, `default`: the suites that
+    # `python -m jobs.build_data` writes to `<cache>/data/<name>`) or a folder path.
+    root: str = Field(default="tiny", min_length=1)
     # Training sources: manifest paths (relative to `root`), folders or `hf:<name>` ids.
     train: tuple[str, ...] = ("asr/train.jsonl",)
     # Validation sources used for validation loss and the quick metric.

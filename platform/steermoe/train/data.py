@@ -20,8 +20,11 @@ log = logging.getLogger(__name__)
 
 
 def data_root(data: DataConfig) -> Path:
-    """The folder relative sources are resolved against (default ``<cache>/data/tiny``)."""
-    return Path(data.root).expanduser() if data.root else env.cache_dir() / "data" / "tiny"
+    """The folder relative sources are resolved against: a build name under
+    ``<cache>/data/`` or an explicit path."""
+    if "/" in data.root or data.root.startswith((".", "~")):
+        return Path(data.root).expanduser()
+    return env.cache_dir() / "data" / data.root
 
 
 def load_split(config: Config, split: str) -> list[Example]:
