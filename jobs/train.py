@@ -3,7 +3,7 @@
 Tiny CPU twin (about a minute)::
 
     python -m jobs.build_data jobs/configs/data_tiny.yaml
-    python -m jobs.train jobs/configs/tiny.yaml
+    python -m jobs.train jobs/configs/train_tiny.yaml
 
 Reference run (Whisper base + SmolLM2-135M, frozen) and on a cluster::
 

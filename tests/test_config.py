@@ -133,4 +133,4 @@ def test_every_shipped_config_validates(path):
 
 def test_there_are_shipped_configs():
     names = {p.name for p in CONFIGS}
-    assert {"tiny.yaml", "reference.yaml"} <= names
+    assert {"train_tiny.yaml", "reference.yaml"} <= names
