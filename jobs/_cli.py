@@ -9,7 +9,9 @@ from steermoe import env
 from steermoe.config import Config, ConfigError, load_config
 
 
-def parse(doc: str | None, argv: list[str] | None = None, *, flags=()) -> tuple[Config, argparse.Namespace]:
+def parse(
+    doc: str | None, argv: list[str] | None = None, *, flags=()
+) -> tuple[Config, argparse.Namespace]:
     """Parse a job's command line into a validated config (exits 2 with the bad key named).
 
     Args:

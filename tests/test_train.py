@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from synth_fixtures import write_suite
 
 from steermoe.config import load_config
 from steermoe.model import build_model, load_checkpoint
 from steermoe.model.checkpoint import checkpoint_config
-from synth_fixtures import write_suite
 
 pytestmark = pytest.mark.ray
 

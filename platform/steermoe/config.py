@@ -236,6 +236,12 @@ class SweepConfig(_Strict):
     # CPUs reserved by each trial driver (workers reserve their own).
     trial_cpus: float = Field(default=0.01, gt=0)
     asha: AshaConfig = AshaConfig()
+    # Evaluate the best trial in full (eval.datasets) after the sweep.
+    evaluate_best: bool = True
+    # Metric that decides promotion to the registry alias: an eval metric such as
+    # `librivox.wer` (dataset.metric) or null for the sweep metric itself.
+    promote_metric: str | None = None
+    promote_mode: Literal["min", "max"] = "min"
 
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:

@@ -1,0 +1,28 @@
+"""Data: the example/manifest format, audio checks, source loaders, held-out sets, synthetic
+suites and length-bucketed sampling. Heavy parts (TTS, ``datasets``) load lazily."""
+
+from steermoe.data.audio import SAMPLE_RATE, AudioError, load_audio
+from steermoe.data.examples import Example, ManifestError, read_manifest, write_manifest
+from steermoe.data.heldout import DatasetUnavailable, fsdd_accuracy, named_dataset
+from steermoe.data.sampler import LengthBucketSampler
+from steermoe.data.sources import DataError, LoadReport, load_examples
+from steermoe.data.tools import calls_to_text, render_tools
+
+__all__ = [
+    "SAMPLE_RATE",
+    "AudioError",
+    "DataError",
+    "DatasetUnavailable",
+    "Example",
+    "LengthBucketSampler",
+    "LoadReport",
+    "ManifestError",
+    "calls_to_text",
+    "fsdd_accuracy",
+    "load_audio",
+    "load_examples",
+    "named_dataset",
+    "read_manifest",
+    "render_tools",
+    "write_manifest",
+]

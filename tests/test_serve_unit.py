@@ -1,0 +1,384 @@
+"""Serving without Ray: request parsing, audio decoding, response shaping, the engine."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from steermoe.data.tools import render_tools
+from steermoe.serve import requests as rq
+from steermoe.serve import responses as rs
+from steermoe.serve.args import ServeArgs, key_digest, with_key_digest
+from steermoe.serve.audio import decode_audio
+from steermoe.serve.engine import Engine, Job, Result
+from steermoe.serve.errors import APIError
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+TIMER = {
+    "type": "function",
+    "function": {
+        "name": "set_timer",
+        "parameters": {"type": "object", "properties": {"minutes": {"type": "integer"}}},
+    },
+}
+LIMITS = {
+    "served_name": "steermoe",
+    "max_tokens": 32,
+    "max_audio_s": 3.0,
+    "default_instruction": "Transcribe the audio.",
+}
+
+
+def wav_bytes(seconds=1.0, rate=16000, channels=1, fmt="WAV", subtype=None, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (0.1 * rng.standard_normal((int(seconds * rate), channels))).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def chat_body(audio=None, text="What is said?", **extra):
+    audio = audio if audio is not None else wav_bytes()
+    content = [
+        {"type": "text", "text": text},
+        {
+            "type": "input_audio",
+            "input_audio": {"data": base64.b64encode(audio).decode(), "format": "wav"},
+        },
+    ]
+    return {"model": "steermoe", "messages": [{"role": "user", "content": content}], **extra}
+
+
+def status_of(fn, *args, **kwargs) -> APIError:
+    with pytest.raises(APIError) as info:
+        fn(*args, **kwargs)
+    return info.value
+
+
+# ------------------------------------------------------------------------------ audio
+
+
+def test_decode_resamples_and_downmixes():
+    out = decode_audio(wav_bytes(1.0, rate=8000, channels=2), max_s=3)
+    assert out.dtype == np.float32 and out.ndim == 1
+    assert len(out) == 16000
+
+
+@pytest.mark.parametrize("fmt", ["FLAC", "OGG"])
+def test_decode_other_containers(fmt):
+    out = decode_audio(wav_bytes(0.5, fmt=fmt), max_s=3)
+    assert abs(len(out) - 8000) < 50
+
+
+def test_decode_odd_rate_uses_interpolation_fallback():
+    out = decode_audio(wav_bytes(0.5, rate=44101), max_s=3)
+    assert abs(len(out) - 8000) <= 1
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", "invalid_audio"),
+        (b"\x00\x01garbage" * 50, "invalid_audio"),
+        (wav_bytes(1.0)[:20_000], "invalid_audio"),  # truncated data chunk
+        (wav_bytes(1.0)[:30], "invalid_audio"),  # truncated header
+        (wav_bytes(4.0), "audio_too_long"),
+        (wav_bytes(0.5, rate=3000), "invalid_audio"),  # below 4 kHz
+    ],
+)
+def test_decode_rejects_bad_audio(data, code):
+    err = status_of(decode_audio, data, max_s=3.0)
+    assert err.status == 400 and err.code == code and err.param == "file"
+
+
+def test_decode_rejects_nan():
+    x = np.zeros(1600, dtype=np.float32)
+    x[10] = np.nan
+    buf = io.BytesIO()
+    sf.write(buf, x, 16000, format="WAV", subtype="FLOAT")
+    err = status_of(decode_audio, buf.getvalue(), max_s=3)
+    assert "NaN" in err.message
+
+
+def test_decode_rejects_lying_riff_size():
+    data = bytearray(wav_bytes(0.2))
+    pos = data.index(b"data")
+    struct.pack_into("<I", data, pos + 4, 10_000_000)
+    assert "truncated" in status_of(decode_audio, bytes(data), max_s=3).message
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def test_parse_chat_plain_and_with_tools():
+    plain = rq.parse_chat(chat_body(), **LIMITS)
+    assert plain.job.instruction == "What is said?" and plain.tools == []
+    assert plain.job.max_tokens == 32 and len(plain.job.audio) == 16000
+
+    fc = rq.parse_chat(chat_body(tools=[WEATHER, TIMER], max_tokens=5), **LIMITS)
+    assert fc.tool_choice == "auto" and [t["function"]["name"] for t in fc.tools] == [
+        "get_weather",
+        "set_timer",
+    ]
+    assert fc.job.instruction.startswith("What is said?\n" + render_tools([WEATHER, TIMER]))
+    assert fc.job.max_tokens == 5
+
+    named = {"type": "function", "function": {"name": "set_timer"}}
+    one = rq.parse_chat(chat_body(tools=[WEATHER, TIMER], tool_choice=named), **LIMITS)
+    assert [t["function"]["name"] for t in one.tools] == ["set_timer"]
+    assert "get_weather" not in one.job.instruction
+
+    none = rq.parse_chat(chat_body(tools=[WEATHER], tool_choice="none"), **LIMITS)
+    assert none.tools == [] and none.job.instruction == "What is said?"
+
+
+def test_parse_chat_defaults_to_asr_instruction_and_reads_stream_options():
+    body = chat_body(text="", stream=True, stream_options={"include_usage": True})
+    req = rq.parse_chat(body, **LIMITS)
+    assert req.job.instruction == "Transcribe the audio."
+    assert req.stream and req.include_usage
+
+
+BAD_TOOLS = [
+    ({"type": "function", "function": {"name": "bad name!"}}, "tools[0].function.name"),
+    ({"type": "retrieval", "function": {"name": "x"}}, "tools[0].type"),
+    ({"type": "function", "function": {"name": "f", "parameters": "x"}}, "tools[0]"),
+    (
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}},
+        "tools[0].function.parameters",
+    ),
+    (
+        {
+            "type": "function",
+            "function": {
+                "name": "f",
+                "parameters": {"type": "object", "properties": {}, "required": ["x"]},
+            },
+        },
+        "tools[0].function.parameters",
+    ),
+    ({"type": "function", "function": {"name": "a" * 65}}, "tools[0].function.name"),
+]
+
+
+@pytest.mark.parametrize(("tool", "param"), BAD_TOOLS)
+def test_parse_chat_rejects_bad_tool_schemas(tool, param):
+    err = status_of(rq.parse_chat, chat_body(tools=[tool]), **LIMITS)
+    assert err.status == 400 and err.param.startswith(param), err.message
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "param"),
+    [
+        ({"model": "gpt-4o"}, 404, "model"),
+        ({"model": 5}, 400, "model"),
+        ({"messages": []}, 400, "messages"),
+        ({"messages": "hi"}, 400, "messages"),
+        ({"max_tokens": 33}, 400, "max_tokens"),
+        ({"max_completion_tokens": 0}, 400, "max_completion_tokens"),
+        ({"max_tokens": "5"}, 400, "max_tokens"),
+        ({"stream": "yes"}, 400, "stream"),
+        ({"n": 2}, 400, "n"),
+        ({"tool_choice": "required"}, 400, "tool_choice"),
+        ({"tools": [WEATHER, WEATHER]}, 400, "tools"),
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "x"}}},
+            400,
+            "tool_choice",
+        ),
+    ],
+)
+def test_parse_chat_rejects_bad_fields(change, status, param):
+    err = status_of(rq.parse_chat, {**chat_body(), **change}, **LIMITS)
+    assert (err.status, err.param) == (status, param), err.message
+    if status == 404:
+        assert err.code == "model_not_found"
+
+
+def test_parse_chat_rejects_bad_audio_parts():
+    body = chat_body()
+    body["messages"][0]["content"][1]["input_audio"]["data"] = "!!not base64!!"
+    assert "base64" in status_of(rq.parse_chat, body, **LIMITS).message
+    body = chat_body()
+    body["messages"][0]["content"][1]["input_audio"]["format"] = "exe"
+    assert "format" in status_of(rq.parse_chat, body, **LIMITS).message
+    body = chat_body()
+    body["messages"][0]["content"] = "text only"
+    assert "input_audio" in status_of(rq.parse_chat, body, **LIMITS).message
+    body = chat_body()
+    body["messages"][0]["content"].append({"type": "image_url", "image_url": {"url": "x"}})
+    assert status_of(rq.parse_chat, body, **LIMITS).status == 400
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"{", b"[1, 2]", b"null", b'"x"', b"[" * 100_000, b'{"a":' * 40 + b"1" + b"}" * 40]
+)
+def test_parse_json_rejects_non_objects_and_deep_nesting(raw):
+    assert status_of(rq.parse_json, raw).status == 400
+
+
+def test_parse_transcription_fields():
+    fields = {"model": "steermoe", "file": (wav_bytes(1.0), "a.wav"), "language": "en"}
+    req = rq.parse_transcription({**fields, "response_format": "verbose_json"}, **LIMITS)
+    assert req.job.instruction == "Transcribe the audio." and req.language == "en"
+    assert req.response_format == "verbose_json"
+    for change, param in [
+        ({"file": "not a file"}, "file"),
+        ({"model": ""}, "model"),
+        ({"response_format": "srt"}, "response_format"),
+        ({"language": "english!"}, "language"),
+    ]:
+        assert status_of(rq.parse_transcription, {**fields, **change}, **LIMITS).param == param
+    assert status_of(rq.parse_transcription, {**fields, "model": "x"}, **LIMITS).status == 404
+
+
+# -------------------------------------------------------------------------- responses
+
+
+def result(text, tokens=4, finish="stop"):
+    return Result(text=text, completion_tokens=tokens, prompt_tokens=10, finish_reason=finish)
+
+
+def test_tool_calls_from_generated_json():
+    out = rs.chat_completion(
+        result('[{"name":"get_weather","arguments":{"city":"Paris"}}]'),
+        model="steermoe",
+        offered=["get_weather"],
+    )
+    choice = out["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    assert out["usage"] == {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}
+
+
+def test_tool_calls_python_syntax_parallel():
+    calls = rs.tool_calls_from_text(
+        '[get_weather(city="Paris"), set_timer(minutes=5)]', ["get_weather", "set_timer"]
+    )
+    assert [c["function"]["name"] for c in calls] == ["get_weather", "set_timer"]
+    assert json.loads(calls[1]["function"]["arguments"]) == {"minutes": 5}
+
+
+@pytest.mark.parametrize(
+    ("text", "content"),
+    [
+        ("[]", ""),  # the model's "no tool fits"
+        ('[{"name":"rm_rf","arguments":{}}]', '[{"name":"rm_rf","arguments":{}}]'),  # not offered
+        ("It is sunny.", "It is sunny."),
+        ('[{"name": "get_weather", "arguments": {', '[{"name": "get_weather", "arguments": {'),
+    ],
+)
+def test_non_calls_become_content(text, content):
+    out = rs.chat_completion(result(text), model="steermoe", offered=["get_weather"])
+    message = out["choices"][0]["message"]
+    assert message["content"] == content and "tool_calls" not in message
+    assert out["choices"][0]["finish_reason"] == "stop"
+
+
+def test_without_tools_text_is_content_even_if_call_shaped():
+    text = '[{"name":"get_weather","arguments":{"city":"Paris"}}]'
+    out = rs.chat_completion(result(text, finish="length"), model="m")
+    assert out["choices"][0]["message"]["content"] == text
+    assert out["choices"][0]["finish_reason"] == "length"
+
+
+def test_sse_chunk_and_transcription_formats():
+    line = rs.chunk("id1", "m", 1, {"content": "hé"}, None)
+    assert line.startswith("data: ") and line.endswith("\n\n")
+    assert json.loads(line[6:])["choices"][0]["delta"] == {"content": "hé"}
+    assert rs.sse("[DONE]") == "data: [DONE]\n\n"
+    r = result("hello world")
+    assert rs.transcription(r, response_format="text", duration_s=1, language=None) == "hello world"
+    verbose = rs.transcription(r, response_format="verbose_json", duration_s=1.5, language="de")
+    assert verbose["duration"] == 1.5 and verbose["language"] == "de"
+
+
+# ------------------------------------------------------------------------------- args
+
+
+def test_serve_args_from_config_and_key_digest(monkeypatch):
+    from steermoe.config import load_config
+
+    cfg = load_config(None, ["serve.model=/ckpt", "serve.max_batch_size=4", "serve.api_key_env=K"])
+    args = ServeArgs.from_config(cfg)
+    assert args.model == "/ckpt" and args.max_batch_size == 4 and args.api_key_sha256 is None
+    assert args.ongoing_limit == 16
+    monkeypatch.setenv("K", "s3cret")
+    with_key = with_key_digest(args)
+    assert with_key.api_key_sha256 == key_digest("s3cret")
+    assert "s3cret" not in with_key.model_dump_json()
+    with pytest.raises(ValueError):
+        ServeArgs(model="x", min_replicas=3, max_replicas=2)
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    from steermoe.config import ModelConfig
+    from steermoe.model import build_model
+
+    cache = tmp_path_factory.mktemp("cache")
+    model = build_model(
+        ModelConfig(encoder="tiny-random-whisper", llm="tiny-random-llm"), cache_dir=cache
+    )
+    return Engine(model.eval(), max_audio_s=30.0)
+
+
+def test_engine_caps_audio_at_encoder_window(engine):
+    assert engine.max_audio_s == pytest.approx(3.0)
+
+
+def test_engine_batch_matches_single_and_respects_budgets(engine):
+    rng = np.random.default_rng(0)
+    a, b = ((0.1 * rng.standard_normal(n)).astype(np.float32) for n in (16000, 40000))
+    jobs = [Job(a, "Transcribe the audio.", 3), Job(b, "What?", 7)]
+    batched = engine.run(jobs)
+    alone = [engine.run([j])[0] for j in jobs]
+    assert batched == alone
+    assert [r.completion_tokens for r in batched] == [3, 7] or all(
+        r.finish_reason == "stop" for r in batched
+    )
+    assert batched[1].prompt_tokens > batched[0].prompt_tokens  # longer clip, more audio tokens
+
+
+def test_engine_stream_pieces_join_to_the_batched_text(engine):
+    rng = np.random.default_rng(1)
+    job = Job((0.1 * rng.standard_normal(24000)).astype(np.float32), "Transcribe the audio.", 6)
+    pieces: list[str] = []
+    streamed = engine.stream(job, pieces.append)
+    assert streamed == engine.run([job])[0]
+    assert "".join(pieces) == streamed.text
+
+
+def test_engine_stream_cancel_stops_decoding(engine):
+    from steermoe.serve.engine import Cancelled
+
+    cancel = threading.Event()
+    cancel.set()
+    job = Job(np.zeros(16000, dtype=np.float32), "x", 6)
+    with pytest.raises(Cancelled):
+        engine.stream(job, lambda _: None, cancel)
