@@ -27,7 +27,7 @@ def parse(
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     for name, kwargs in flags:
         parser.add_argument(name, **kwargs)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as exc:
