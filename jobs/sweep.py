@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         value = t.metrics.get(config.sweep.metric, float("nan"))
         status = "error" if t.error else ("stopped (ASHA)" if t.stopped_early else "finished")
         print(f"{t.name:<18}{t.overrides!s:<52}{value:>10.4g}{t.steps:>7}  {status}")
+    if not any(t.error is None for t in result.trials):
+        print("error: every trial failed; see the trial errors above", file=sys.stderr)
+        return 1
     outcome = finalize(result, config)
     report = subprocess.run(
         [

@@ -87,6 +87,7 @@ def server(tmp_path_factory, clip) -> Server:
         model=str(ckpt),
         cache_dir=str(cache),
         max_body_mb=1.0,
+        max_audio_s=5.0,  # SHORT_CLIP fits, LONG_CLIP is refused
         max_tokens=16,
         max_batch_size=8,
         batch_wait_timeout_s=0.2,
@@ -223,6 +224,23 @@ def test_openai_streaming(server, clip):
     )
     assert raw.headers["content-type"].startswith("text/event-stream")
     assert raw.text.rstrip().endswith("data: [DONE]")
+
+
+def test_stream_client_disconnect_leaves_server_healthy(server, clip):
+    body = {"model": "steermoe", "messages": audio_message(clip), "max_tokens": 16, "stream": True}
+    with requests.post(
+        f"{server.url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {KEY}"},
+        stream=True,
+        timeout=60,
+    ) as r:
+        first = next(r.iter_lines())
+        assert first.startswith(b"data: ")
+    out = server.client().chat.completions.create(
+        model="steermoe", messages=audio_message(clip), max_tokens=2
+    )
+    assert out.usage.completion_tokens <= 2
 
 
 def test_concurrent_requests_are_batched(server, clip):

@@ -102,6 +102,7 @@ def test_decode_odd_rate_uses_interpolation_fallback():
         (wav_bytes(1.0)[:30], "invalid_audio"),  # truncated header
         (wav_bytes(4.0), "audio_too_long"),
         (wav_bytes(0.5, rate=3000), "invalid_audio"),  # below 4 kHz
+        (wav_bytes(0.05), "audio_too_short"),
     ],
 )
 def test_decode_rejects_bad_audio(data, code):
@@ -349,7 +350,10 @@ def engine(tmp_path_factory):
 
 
 def test_engine_caps_audio_at_encoder_window(engine):
-    assert engine.max_audio_s == pytest.approx(3.0)
+    model = engine.model
+    window = model.encoder.max_frames * model.feature_extractor.hop_length / 16000
+    assert Engine(model, max_audio_s=10_000).max_audio_s == pytest.approx(window)
+    assert Engine(model, max_audio_s=0.5 * window).max_audio_s == pytest.approx(0.5 * window)
 
 
 def test_engine_batch_matches_single_and_respects_budgets(engine):

@@ -1,14 +1,13 @@
 """MLflow Model Registry: register a trained checkpoint, promote it to an alias if better.
 
 A registered version's source is the run's ``final/checkpoint`` artifact folder (the
-trainable-only checkpoint). ``resolve("models:/<name>@<alias>")`` downloads it for serving.
+trainable-only checkpoint); ``steermoe.serve.loading`` downloads it for serving.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 METRIC_TAG = "steermoe.metric"
 
@@ -68,22 +67,3 @@ def register(
     if better:
         c.set_registered_model_alias(name, alias, version.version)
     return Registration(name, version.version, better, value, previous, previous_version)
-
-
-def resolve(reference: str, *, tracking_uri: str | None = None, dst: str | None = None) -> Path:
-    """A local checkpoint folder for ``models:/<name>@<alias>``, ``models:/<name>/<version>``
-    or a plain path (returned as is)."""
-    if not reference.startswith("models:/"):
-        path = Path(reference).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        return path
-    import mlflow
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=reference, dst_path=dst))
-    found = next((p.parent for p in local.rglob("steermoe.json")), None)
-    if found is None:
-        raise FileNotFoundError(f"{reference}: no SteerMoE checkpoint inside {local}")
-    return found

@@ -8,12 +8,15 @@ checkpoints, DeepSpeed, Ray) runs without downloading or converting anything.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
 TINY_NAMES = ("tiny-random-whisper", "tiny-random-llm")
+# Bump when the tiny configs change: cached copies with another version are rebuilt.
+TINY_VERSION = "2"
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -32,7 +35,7 @@ _CORPUS = (
 
 
 def whisper_config():
-    """A 2-layer, 64-wide Whisper with a 3 s window (150 encoder positions)."""
+    """A 2-layer, 64-wide Whisper with Whisper's full 30 s window (1500 encoder positions)."""
     from transformers import WhisperConfig
 
     return WhisperConfig(
@@ -45,7 +48,7 @@ def whisper_config():
         decoder_layers=1,
         decoder_attention_heads=2,
         decoder_ffn_dim=128,
-        max_source_positions=150,
+        max_source_positions=1500,
         max_target_positions=64,
         pad_token_id=0,
         bos_token_id=1,
@@ -119,17 +122,30 @@ def build(name: str, dest: Path, *, seed: int = 0) -> Path:
 
 
 def ensure(name: str, root: Path) -> Path:
-    """The folder of tiny backbone ``name`` under ``root``, built on first use (atomic)."""
+    """The folder of tiny backbone ``name`` under ``root``, built on first use.
+
+    Safe with concurrent callers (several Ray workers on one machine): a file lock serialises
+    the build, which is written to a temporary folder and renamed into place.
+    """
+    import fcntl
+
     final = root / "backbones" / name
-    if (final / "config.json").exists():
+    marker = final / ".tiny-version"
+    if marker.exists() and marker.read_text() == TINY_VERSION and (final / "config.json").exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
-    build(name, tmp)
-    try:
+    with open(final.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (
+            marker.exists()
+            and marker.read_text() == TINY_VERSION
+            and (final / "config.json").exists()
+        ):
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
+        build(name, tmp)
+        (tmp / ".tiny-version").write_text(TINY_VERSION)
+        if final.exists():
+            shutil.rmtree(final)
         os.replace(tmp, final)
-    except OSError:  # another process won the race; its copy is identical
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
     return final

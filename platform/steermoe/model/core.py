@@ -125,6 +125,11 @@ class SteerMoEModel(nn.Module):
         return self.trainable.steering
 
     @property
+    def max_audio_s(self) -> float:
+        """Longest clip the encoder accepts (30 s for Whisper)."""
+        return self.encoder.max_frames * self.feature_extractor.hop_length / 16000
+
+    @property
     def device(self) -> torch.device:
         return next(self.trainable.parameters()).device
 

@@ -27,9 +27,14 @@ def data_root(data: DataConfig) -> Path:
     return env.cache_dir() / "data" / data.root
 
 
-def load_split(config: Config, split: str) -> list[Example]:
-    """Every example of ``data.train`` or ``data.validation``, bad ones skipped and counted."""
+def load_split(config: Config, split: str, *, max_s: float | None = None) -> list[Example]:
+    """Every example of ``data.train`` or ``data.validation``, bad ones skipped and counted.
+
+    Args:
+        max_s: tighter length limit than ``data.max_audio_s`` (e.g. the encoder's window).
+    """
     d = config.data
+    limit = min(d.max_audio_s, max_s) if max_s else d.max_audio_s
     specs = d.train if split == "train" else d.validation
     root = data_root(d)
     out: list[Example] = []
@@ -41,7 +46,7 @@ def load_split(config: Config, split: str) -> list[Example]:
                 tasks=d.tasks,
                 strict=d.strict,
                 min_s=d.min_audio_s,
-                max_s=d.max_audio_s,
+                max_s=limit,
             )
         except FileNotFoundError as exc:
             raise DataError(
@@ -66,14 +71,17 @@ class Loaded:
     skipped: list[tuple[str, str]]
 
 
-def load_batch(examples: list[Example], data: DataConfig) -> Loaded:
+def load_batch(examples: list[Example], data: DataConfig, max_s: float | None = None) -> Loaded:
     """Decode the audio of a batch; a bad clip is skipped (or raises when ``data.strict``)."""
     kept, audios, skipped = [], [], []
     for ex in examples:
         try:
             audios.append(
                 load_audio(
-                    ex.audio_path, example_id=ex.id, min_s=data.min_audio_s, max_s=data.max_audio_s
+                    ex.audio_path,
+                    example_id=ex.id,
+                    min_s=data.min_audio_s,
+                    max_s=min(data.max_audio_s, max_s) if max_s else data.max_audio_s,
                 )
             )
             kept.append(ex)

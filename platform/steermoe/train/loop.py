@@ -47,8 +47,9 @@ def train_fn_per_worker(train_config: dict) -> None:
     device = _device(t.use_gpu, ctx.get_local_rank())
 
     model = build_model(config.model, device=device, seed=t.seed)
-    train_examples = load_split(config, "train")
-    val_examples = sorted(load_split(config, "validation"), key=lambda e: e.id)
+    window = model.max_audio_s  # clips longer than the encoder window are skipped, counted
+    train_examples = load_split(config, "train", max_s=window)
+    val_examples = sorted(load_split(config, "validation", max_s=window), key=lambda e: e.id)
     val_examples = val_examples[: config.data.max_validation_examples]
     stream = TrainStream(
         train_examples,

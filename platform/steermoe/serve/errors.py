@@ -1,0 +1,67 @@
+"""OpenAI-style error objects: ``{"error": {"message", "type", "param", "code"}}``.
+
+Every client mistake becomes an :class:`APIError` with a 4xx status and a reason; anything
+else is answered with :func:`server_error` (a generic 500 that never shows a traceback).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+INVALID = "invalid_request_error"
+AUTH = "authentication_error"
+NOT_FOUND = "not_found_error"
+SERVER = "server_error"
+
+
+class APIError(Exception):
+    """A request the server refuses, with its HTTP status and OpenAI-style error fields.
+
+    Args:
+        status: HTTP status code (4xx for client mistakes).
+        message: human-readable reason (no internals, no traceback).
+        type: OpenAI error type, e.g. ``invalid_request_error``.
+        param: the request field at fault, if any.
+        code: machine-readable code, e.g. ``model_not_found``.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = INVALID,  # noqa: A002 - the OpenAI field is called `type`
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of the error response."""
+        return error_body(self.message, type=self.type, param=self.param, code=self.code)
+
+
+def error_body(
+    message: str,
+    *,
+    type: str = INVALID,  # noqa: A002
+    param: str | None = None,
+    code: str | None = None,
+) -> dict[str, Any]:
+    """``{"error": {...}}`` as OpenAI returns it."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    """A 400 ``invalid_request_error``."""
+    return APIError(400, message, param=param, code=code)
+
+
+def server_error() -> APIError:
+    """The generic 500 answer to an unexpected fault (details are logged server-side only)."""
+    return APIError(500, "The server had an error processing your request.", type=SERVER)
