@@ -80,17 +80,19 @@ def storage_path(config: Config) -> Path:
     return Path(root).expanduser().resolve() / "sweeps"
 
 
-def train_driver_fn(trial_config: dict) -> None:
+def train_driver_fn(trial_config: dict, context: dict) -> None:
     """One Tune trial: fit a ``TorchTrainer`` on the trial's config, forward its reports.
 
-    ``trial_config`` holds everything (no captured globals): the base config dict, the index
-    of this trial's combination, the MLflow tracking URI and parent run id.
+    Nothing is captured from globals: ``trial_config["trial"]`` is the index of this trial's
+    combination and ``context`` (bound with ``tune.with_parameters``) holds the base config
+    dict, the MLflow tracking URI and the parent run id.
     """
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from steermoe.train.run import build_trainer
 
     env.apply_defaults()
+    trial_config = {**context, **trial_config}
     base = validate(trial_config["base"])
     trials, _ = expand(base)
     trial = trials[trial_config["trial"]]
@@ -149,15 +151,9 @@ def build_tuner(config: Config, parent_run_id: str, uri: str):
         if s.asha.enabled
         else FIFOScheduler()
     )
-    trainable = tune.with_resources(train_driver_fn, {"cpu": s.trial_cpus})
     return tune.Tuner(
-        trainable,
-        param_space={
-            "trial": space,
-            "base": to_dict(config),
-            "tracking_uri": uri,
-            "parent_run_id": parent_run_id,
-        },
+        trainable(config, parent_run_id, uri),
+        param_space={"trial": space},
         tune_config=tune.TuneConfig(
             metric=s.metric,
             mode=s.mode,
@@ -167,6 +163,42 @@ def build_tuner(config: Config, parent_run_id: str, uri: str):
             max_concurrent_trials=s.max_concurrent_trials,
         ),
         run_config=tune.RunConfig(name=s.name, storage_path=str(storage_path(config)), verbose=1),
+    )
+
+
+def progress_callback(trials: list[Trial], metric: str):
+    """A Tune callback printing one line per trial event (Tune's own table is switched off:
+    it would print the whole base config of every trial)."""
+    from ray.tune import Callback
+
+    names = {t.index: (t.name, t.overrides) for t in trials}
+
+    class Progress(Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            name, overrides = names[trial.config["trial"]]
+            print(f"[sweep] {name} started {overrides}", flush=True)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            name, _ = names[trial.config["trial"]]
+            value = result.get(metric, float("nan"))
+            print(f"[sweep] {name} step {result.get('step')}: {metric}={value:.4g}", flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            print(f"[sweep] {names[trial.config['trial']][0]} finished", flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(f"[sweep] {names[trial.config['trial']][0]} failed", flush=True)
+
+    return Progress()
+
+
+def trainable(config: Config, parent_run_id: str, uri: str):
+    """``train_driver_fn`` with its context bound and the per-trial driver resources."""
+    from ray import tune
+
+    context = {"base": to_dict(config), "tracking_uri": uri, "parent_run_id": parent_run_id}
+    return tune.with_resources(
+        tune.with_parameters(train_driver_fn, context=context), {"cpu": config.sweep.trial_cpus}
     )
 
 
@@ -225,7 +257,7 @@ def run_sweep(config: Config, *, resume: bool = False) -> SweepResult:
         print(f"[sweep] resuming from {path}", flush=True)
         tuner = tune.Tuner.restore(
             str(path),
-            trainable=tune.with_resources(train_driver_fn, {"cpu": config.sweep.trial_cpus}),
+            trainable=trainable(config, parent, uri),
             resume_unfinished=True,
             resume_errored=True,
         )
