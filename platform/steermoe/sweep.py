@@ -116,8 +116,9 @@ def train_driver_fn(trial_config: dict, context: dict) -> None:
     trk.log_config(c, run_id, config)
     for key, value in trial.overrides.items():
         c.set_tag(run_id, f"space.{key}", json.dumps(value))
+    # MLflow first: once Tune sees a result it may stop this trial (ASHA) and end the actor.
     trainer = build_trainer(
-        config, callbacks=[TuneReportCallback(), trk.make_report_callback(uri, run_id)]
+        config, callbacks=[trk.make_report_callback(uri, run_id), TuneReportCallback()]
     )
     trainer.fit()
 
@@ -354,6 +355,7 @@ def finalize(result: SweepResult, config: Config) -> dict[str, Any]:
     best = result.best
     if best is None or best.run_id is None:
         print("[sweep] no trial reported the sweep metric; nothing to register", flush=True)
+        trk.client(result.tracking_uri).set_terminated(result.parent_run_id, status="FAILED")
         return {"best": None, "eval": {}, "registration": None}
     c = trk.client(result.tracking_uri)
     checkpoint = Path(best.checkpoint) / MODEL_DIR
@@ -394,6 +396,7 @@ def finalize(result: SweepResult, config: Config) -> dict[str, Any]:
         tags={"steermoe.sweep": config.sweep.name, "steermoe.trial": best.name},
     )
     c.set_tag(result.parent_run_id, "registered_version", reg.version)
+    c.set_terminated(result.parent_run_id, status="FINISHED")
     c.set_tag(result.parent_run_id, "promoted", str(reg.promoted).lower())
     verdict = "promoted to" if reg.promoted else "kept; the previous version holds"
     print(
