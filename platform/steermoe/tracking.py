@@ -16,7 +16,9 @@ from typing import Any
 from steermoe.config import Config, flatten, to_dict
 
 # Metrics that are not numbers (history) or are already logged elsewhere.
-_NOT_METRICS = {"train_history", "step", "checkpoint_dir_name"}
+_NOT_METRICS = {"train_history", "backfill", "step", "checkpoint_dir_name"}
+# Logged with every report at its step; makes logging idempotent across driver restarts.
+REPORT_MARKER = "report_step"
 
 
 def tracking_uri(config: Config) -> str:
@@ -68,9 +70,12 @@ def log_config(c, run_id: str, config: Config) -> None:
     from mlflow.entities import Param
 
     existing = c.get_run(run_id).data.params
+    data = to_dict(config)
+    # Search-space keys are dotted paths themselves: keep the space as one JSON param.
+    data["sweep"]["space"] = json.dumps(data["sweep"]["space"])
     params = [
         Param(k, json.dumps(v) if not isinstance(v, str) else v)
-        for k, v in flatten(to_dict(config)).items()
+        for k, v in flatten(data).items()
         if k not in existing
     ]
     for i in range(0, len(params), 100):
@@ -89,18 +94,33 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def log_report(c, run_id: str, metrics: dict[str, Any]) -> None:
-    """Log one report: its metrics at its step plus the train-loss history inside it."""
+    """Log one report (and any re-sent earlier report it carries) exactly once.
+
+    A report's metrics go in at its step, plus the train-loss history inside it. Reports
+    whose step was already logged (a marker metric records them) are skipped, so a report
+    re-sent after a restart never duplicates a step.
+    """
+    logged = {m.step for m in c.get_metric_history(run_id, REPORT_MARKER)}
+    for report in [*json.loads(metrics.get("backfill") or "[]"), metrics]:
+        step = int(report.get("step", 0))
+        if step in logged:
+            continue
+        _log_one(c, run_id, report, step)
+        logged.add(step)
+
+
+def _log_one(c, run_id: str, metrics: dict[str, Any], step: int) -> None:
     import time
 
     from mlflow.entities import Metric
 
-    step = int(metrics.get("step", 0))
     now = int(time.time() * 1000)
     rows = [Metric(k, v, now, step) for k, v in numeric_metrics(metrics).items()]
     for entry in json.loads(metrics.get("train_history") or "[]"):
         for k, v in entry.items():
             if k != "step" and isinstance(v, int | float) and math.isfinite(float(v)):
                 rows.append(Metric(f"history.{k}", float(v), now, int(entry["step"])))
+    rows.append(Metric(REPORT_MARKER, float(step), now, step))
     for i in range(0, len(rows), 500):
         c.log_batch(run_id, metrics=rows[i : i + 500])
 

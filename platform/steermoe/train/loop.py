@@ -29,6 +29,7 @@ from steermoe.train.data import TrainStream, instruction, load_batch, load_split
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.json"
+METRICS_FILE = "metrics.json"
 MODEL_DIR = "model"
 DEEPSPEED_DIR = "deepspeed"
 
@@ -63,7 +64,10 @@ def train_fn_per_worker(train_config: dict) -> None:
     scheduler = build_scheduler(optimizer, t.optim, t.max_steps)
     engine, optimizer, scheduler = distributed.init(config, model, optimizer, scheduler, device)
 
-    step, restarts = _resume(engine, stream, ray.train.get_checkpoint())
+    step, restarts, last_report = _resume(engine, stream, ray.train.get_checkpoint())
+    # The restored checkpoint's report goes out again with the next one: if the previous
+    # driver died between persisting it and logging it, MLflow still gets it (exactly once).
+    backfill = [last_report] if last_report else []
     if rank == 0:
         print(
             f"[train] rank 0/{world_size}: {len(train_examples)} train / {len(val_examples)} "
@@ -129,12 +133,13 @@ def train_fn_per_worker(train_config: dict) -> None:
                     "skipped_examples": stream.skipped,
                     "restarts": restarts,
                     "train_history": json.dumps(history),
+                    "backfill": json.dumps(backfill),
                 }
             )
             if model.steering is not None:
                 metrics.update(_routing(model, val_examples, config, device))
             _save_and_report(engine, model, config, stream, step, restarts, metrics)
-            history = []
+            history, backfill = [], []
             window_samples, train_time = 0, 0.0
             window_start = time.perf_counter()
             if rank == 0:
@@ -231,6 +236,7 @@ def _save_and_report(
             with _gathered(model, config):
                 save_checkpoint(model, config.model, root / MODEL_DIR, extra={"step": step})
             (root / STATE_FILE).write_text(json.dumps({"step": step, "tag": tag}))
+            (root / METRICS_FILE).write_text(json.dumps({**metrics, "backfill": "[]"}))
         distributed.barrier()
         ray.train.report(
             metrics,
@@ -251,16 +257,19 @@ def _gathered(model, config: Config):
     return contextlib.nullcontext()
 
 
-def _resume(engine, stream: TrainStream, checkpoint) -> tuple[int, int]:
+def _resume(engine, stream: TrainStream, checkpoint) -> tuple[int, int, dict | None]:
     """Restore engine (trainable weights, optimizer, scheduler) and data order.
 
     Returns:
-        (step to continue from, how many times this run has been restarted).
+        (step to continue from, times this run has been restarted, the metrics reported with
+        the restored checkpoint).
     """
     if checkpoint is None:
-        return 0, 0
+        return 0, 0, None
     with checkpoint.as_directory() as folder:
         state = json.loads((Path(folder) / STATE_FILE).read_text())
+        metrics_file = Path(folder) / METRICS_FILE
+        last = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
         path, client = engine.load_checkpoint(
             os.path.join(folder, DEEPSPEED_DIR),
             tag=state["tag"],
@@ -272,4 +281,4 @@ def _resume(engine, stream: TrainStream, checkpoint) -> tuple[int, int]:
         raise RuntimeError(f"could not restore the DeepSpeed checkpoint {state['tag']}")
     stream.load_state_dict(client["sampler"])
     print(f"[train] resumed from {state['tag']} (step {client['step']})", flush=True)
-    return int(client["step"]), int(client.get("restarts", 0)) + 1
+    return int(client["step"]), int(client.get("restarts", 0)) + 1, last
