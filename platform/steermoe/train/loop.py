@@ -8,6 +8,7 @@ last reported checkpoint with step, optimizer, scheduler and data order restored
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -143,7 +144,7 @@ def train_fn_per_worker(train_config: dict) -> None:
             window_samples, train_time = 0, 0.0
             window_start = time.perf_counter()
             if rank == 0:
-                shown = {k: v for k, v in metrics.items() if k in ("val_loss", "val_wer")}
+                shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("val_")}
                 print(f"[train] step {step}: {shown}", flush=True)
 
 
@@ -165,17 +166,18 @@ def _grad_norm(engine) -> float:
 def validate_quick(
     model, examples: list[Example], config: Config, rank: int, world_size: int, device
 ) -> dict[str, float]:
-    """Validation loss over the slice and greedy-decoded WER on its ASR examples.
+    """Validation loss over the slice plus greedy-decoded scores per task.
 
-    Each rank takes a disjoint shard; losses are token-weighted across ranks and predictions
-    are gathered so every rank computes the same corpus-level WER.
+    ``val_wer`` (ASR), ``val_aqa_accuracy`` and ``val_fc_accuracy`` are computed with the
+    same evaluators as the full evaluation. Each rank takes a disjoint shard; losses are
+    token-weighted across ranks and predictions gathered so every rank gets the same scores.
     """
     shard = examples[rank::world_size]
     bs = config.train.batch_size
     loss_sum, tokens = 0.0, 0
-    pairs: list[tuple[str, str]] = []
+    rows: list[tuple[Example, str]] = []
     for i in range(0, len(shard), bs):
-        loaded = load_batch(shard[i : i + bs], config.data)
+        loaded = load_batch(shard[i : i + bs], config.data, model.max_audio_s)
         if not loaded.examples:
             continue
         instr = [instruction(ex, config.model.default_instruction) for ex in loaded.examples]
@@ -185,29 +187,52 @@ def validate_quick(
         out = model(batch)
         loss_sum += float(out["lm_loss"]) * int(out["num_tokens"])
         tokens += int(out["num_tokens"])
-        asr_rows = [j for j, ex in enumerate(loaded.examples) if ex.task == "asr"]
-        if asr_rows:
-            sub = model.collate(
-                [loaded.audios[j] for j in asr_rows], [instr[j] for j in asr_rows]
-            ).to(device)
-            gen = model.generate(sub, max_new_tokens=config.eval.max_new_tokens)
-            pairs += [(p, loaded.examples[j].target) for p, j in zip(gen.texts, asr_rows)]
+        gen = model.generate(batch, max_new_tokens=config.eval.max_new_tokens)
+        rows += list(zip(loaded.examples, gen.texts))
     (val_loss,) = distributed.all_mean([loss_sum / max(tokens, 1)], tokens)
     metrics = {"val_loss": val_loss}
-    all_pairs = [p for part in distributed.all_gather(pairs) for p in part]
-    if all_pairs:
-        try:
-            scored = asr.score([p for p, _ in all_pairs], [r for _, r in all_pairs])
-            metrics["val_wer"] = scored["wer"]
-        except ValueError:  # every reference empty after normalisation
-            pass
+    every = [r for part in distributed.all_gather(rows) for r in part]
+    metrics.update(task_scores(every))
     return metrics
+
+
+def task_scores(rows: list[tuple[Example, str]]) -> dict[str, float]:
+    """``val_wer`` / ``val_aqa_accuracy`` / ``val_fc_accuracy`` of (example, prediction) pairs."""
+    from evaluators import audio_qa, function_calling
+
+    out: dict[str, float] = {}
+    by_task: dict[str, list[tuple[Example, str]]] = {}
+    for ex, pred in rows:
+        by_task.setdefault(ex.task, []).append((ex, pred))
+    if "asr" in by_task:
+        # ValueError: every reference empty after normalisation; no WER then.
+        with contextlib.suppress(ValueError):
+            out["val_wer"] = asr.score(
+                [p for _, p in by_task["asr"]], [e.target for e, _ in by_task["asr"]]
+            )["wer"]
+    if "aqa" in by_task:
+        pairs = by_task["aqa"]
+        out["val_aqa_accuracy"] = audio_qa.score(
+            [p for _, p in pairs],
+            [(e.meta or {}).get("answers") or e.target for e, _ in pairs],
+            kind=[e.kind or "open" for e, _ in pairs],
+            choices=[e.choices for e, _ in pairs],
+        )["accuracy"]
+    if "fc" in by_task:
+        pairs = by_task["fc"]
+        out["val_fc_accuracy"] = function_calling.score(
+            [p for _, p in pairs],
+            [e.expected_calls or [] for e, _ in pairs],
+            [e.tools or [] for e, _ in pairs],
+            [e.category for e, _ in pairs],
+        )["accuracy"]
+    return out
 
 
 @torch.no_grad()
 def _routing(model, examples: list[Example], config: Config, device) -> dict[str, float]:
     """Expert usage per layer and aux losses on the first validation batch."""
-    loaded = load_batch(examples[: config.train.batch_size], config.data)
+    loaded = load_batch(examples[: config.train.batch_size], config.data, model.max_audio_s)
     if not loaded.examples:
         return {}
     batch = model.collate(loaded.audios, ["" for _ in loaded.examples]).to(device)
@@ -252,8 +277,6 @@ def _gathered(model, config: Config):
 
         params = [p for _, p in model.trainable_parameters()]
         return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
-    import contextlib
-
     return contextlib.nullcontext()
 
 
