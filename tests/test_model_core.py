@@ -293,3 +293,15 @@ def test_generation_stops_at_end_of_turn(cache):
         head.bias = None
     assert out.token_ids == [[], []]
     assert out.texts == ["", ""]
+
+
+def test_repetition_guard_trims_loops():
+    from steermoe.model.core import _trim_repeats
+
+    ids = [5, 6, 7, 1, 2, 1, 2, 1, 2, 1, 2]
+    assert _trim_repeats(ids, 4) is True
+    assert ids == [5, 6, 7, 1, 2]
+    ids = [9, 9, 9, 9]
+    assert _trim_repeats(ids, 4) and ids == [9]
+    ids = [1, 2, 3, 1, 2, 3]
+    assert _trim_repeats(ids, 4) is False and ids == [1, 2, 3, 1, 2, 3]

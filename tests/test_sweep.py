@@ -164,6 +164,6 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
     assert version.run_id == children[best].info.run_id
     assert parent.data.tags["registered_version"] == version.version
     assert any(k.startswith("eval.librivox.") for k in children[best].data.metrics)
-    assert "report/sweep_report.html" in {
+    assert "report/report.html" in {
         a.path for a in client.list_artifacts(parent.info.run_id, "report")
     }

@@ -261,7 +261,9 @@ class SteerMoEModel(nn.Module):
     # -------------------------------------------------------------------- generation
 
     @torch.no_grad()
-    def generate(self, batch: Batch, *, max_new_tokens: int = 64, on_token=None) -> Generation:
+    def generate(
+        self, batch: Batch, *, max_new_tokens: int = 64, on_token=None, max_repeats: int = 4
+    ) -> Generation:
         """Batched greedy decoding with a KV cache, left padding and a correct mask.
 
         Deterministic; the result for an example does not depend on what it is batched with.
@@ -271,6 +273,9 @@ class SteerMoEModel(nn.Module):
             max_new_tokens: decoding budget per example.
             on_token: optional ``on_token(step, new_ids: list[int|None])`` callback per step
                 (``None`` for finished examples), used for streaming.
+            max_repeats: repetition guard: an example stops once its output ends with the
+                same 1-8 token pattern this many times in a row; the repeats are dropped
+                (0 disables).
         """
         from transformers import DynamicCache
 
@@ -302,9 +307,11 @@ class SteerMoEModel(nn.Module):
             for i in range(b):
                 if done[i] or finished_now[i]:
                     emitted.append(None)
-                else:
-                    out[i].append(int(token[i]))
-                    emitted.append(int(token[i]))
+                    continue
+                out[i].append(int(token[i]))
+                emitted.append(int(token[i]))
+                if max_repeats and _trim_repeats(out[i], max_repeats):
+                    finished_now[i] = True
             if on_token is not None:
                 on_token(step, emitted)
             done |= finished_now
@@ -315,3 +322,16 @@ class SteerMoEModel(nn.Module):
             positions = positions[:, -1:] + 1
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
         return Generation(texts=texts, token_ids=out)
+
+
+def _trim_repeats(ids: list[int], times: int, longest: int = 8) -> bool:
+    """If ``ids`` ends with one pattern repeated ``times`` times, keep one copy and say so."""
+    for period in range(1, longest + 1):
+        span = period * times
+        if len(ids) < span:
+            break
+        tail = ids[-span:]
+        if all(tail[j] == tail[j % period] for j in range(span)):
+            del ids[len(ids) - span + period :]
+            return True
+    return False
