@@ -405,3 +405,44 @@ def finalize(result: SweepResult, config: Config) -> dict[str, Any]:
         flush=True,
     )
     return {"best": best.name, "eval": evaluation, "registration": reg}
+
+
+def summary_rows(uri: str, experiment: str, sweep_name: str) -> list[dict[str, Any]]:
+    """One row per trial of the latest sweep called ``sweep_name``, read back from MLflow."""
+    c = trk.client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    parents = c.search_runs(
+        [exp.experiment_id],
+        filter_string=f"attributes.run_name = '{sweep_name}' and tags.`steermoe.kind` = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not parents:
+        return []
+    children = c.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'",
+        order_by=["attributes.run_name ASC"],
+    )
+    rows = []
+    for r in children:
+        m, p = r.data.metrics, r.data.params
+        end = r.info.end_time or r.info.start_time
+        rows.append(
+            {
+                "trial": r.info.run_name,
+                "num_experts": p.get("model.steering.num_experts"),
+                "top_k": "dense"
+                if p.get("model.steering.top_k") in (None, "null")
+                else p.get("model.steering.top_k"),
+                "wer": m.get("val_wer"),
+                "aqa_accuracy": m.get("val_aqa_accuracy"),
+                "fc_accuracy": m.get("val_fc_accuracy"),
+                "minutes": (end - r.info.start_time) / 60000,
+                "status": (r.data.tags.get(STOPPED_TAG) == "asha" and "stopped (ASHA)")
+                or r.info.status.lower(),
+            }
+        )
+    return rows

@@ -1,0 +1,52 @@
+"""The demo's requests and summary (kept apart from jobs/demo.py, which only orchestrates)."""
+
+from __future__ import annotations
+
+from steermoe.config import Config
+from steermoe.data.heldout import DatasetUnavailable, librivox, named_dataset
+from steermoe.serve import client as api
+from steermoe.sweep import summary_rows
+from steermoe.train.data import data_root
+
+
+def ask_all(base_url: str, config: Config) -> None:
+    """A real held-out clip, a spoken question and a spoken tool request."""
+    c = api.client(base_url, config.serve.api_key_env)
+    name = config.serve.served_name
+    clip = librivox()[0]
+    print(f"[transcription] {clip.audio_path}\n  reference:  {clip.target}")
+    print(f"  prediction: {api.transcribe(c, clip.audio_path, name)!r}")
+    root = data_root(config.data)
+    for suite in ("synthetic-aqa", "synthetic-fc"):
+        try:
+            ex = named_dataset(suite, root=root)[0]
+        except (DatasetUnavailable, IndexError) as exc:
+            print(f"[{suite}] skipped: {exc}")
+            continue
+        text = ex.instruction if suite == "synthetic-aqa" else "Call the right tool."
+        message = api.chat_with_audio(
+            c, ex.audio_path, text, tools=ex.tools, model=name, max_tokens=config.serve.max_tokens
+        )
+        calls = [f"{t.function.name}({t.function.arguments})" for t in message.tool_calls or []]
+        print(f"[{suite}] {ex.audio_path}\n  instruction: {text[:120]}")
+        print(f"  expected:    {ex.target}")
+        print(f"  answer:      {message.content!r}" + (f"  tool_calls: {calls}" if calls else ""))
+
+
+def summary(uri: str, config: Config) -> None:
+    """The sweep's trials as a table."""
+    rows = summary_rows(uri, config.mlflow.experiment, config.sweep.name)
+
+    def fmt(v, spec=".1f"):
+        return "-" if v is None else format(v, spec)
+
+    print(
+        f"{'trial':<12}{'experts':>8}{'top_k':>7}{'WER %':>8}{'AQA acc':>9}{'FC acc':>8}"
+        f"{'min':>7}  status"
+    )
+    for r in rows:
+        print(
+            f"{r['trial']:<12}{r['num_experts']:>8}{r['top_k']:>7}{fmt(r['wer']):>8}"
+            f"{fmt(r['aqa_accuracy'], '.2f'):>9}{fmt(r['fc_accuracy'], '.2f'):>8}"
+            f"{r['minutes']:>7.1f}  {r['status']}"
+        )
