@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             "--runtime-env-json",
             runtime_env,
             "--",
-            "python",
+            sys.executable,  # the venv's Python; on a cluster plain `python` (see README)
             "-m",
         ]
         common = [args.config, f"mlflow.tracking_uri={uri}", *overrides]

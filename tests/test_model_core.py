@@ -305,3 +305,24 @@ def test_repetition_guard_trims_loops():
     assert _trim_repeats(ids, 4) and ids == [9]
     ids = [1, 2, 3, 1, 2, 3]
     assert _trim_repeats(ids, 4) is False and ids == [1, 2, 3, 1, 2, 3]
+
+
+def test_validation_slice_takes_tasks_in_turn():
+    from steermoe.data.examples import Example
+    from steermoe.train.loop import validation_slice
+
+    def ex(i, task):
+        return Example(f"{task}-{i}", "/x.wav", 1.0, task, "", "t")
+
+    examples = [ex(i, t) for t in ("asr", "aqa", "fc") for i in range(5)]
+    picked = validation_slice(examples, 7)
+    assert [e.id for e in picked] == [
+        "aqa-0",
+        "asr-0",
+        "fc-0",
+        "aqa-1",
+        "asr-1",
+        "fc-1",
+        "aqa-2",
+    ]
+    assert validation_slice(examples[:2], 10) == sorted(examples[:2], key=lambda e: e.id)

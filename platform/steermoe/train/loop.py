@@ -51,8 +51,9 @@ def train_fn_per_worker(train_config: dict) -> None:
     model = build_model(config.model, device=device, seed=t.seed)
     window = model.max_audio_s  # clips longer than the encoder window are skipped, counted
     train_examples = load_split(config, "train", max_s=window)
-    val_examples = sorted(load_split(config, "validation", max_s=window), key=lambda e: e.id)
-    val_examples = val_examples[: config.data.max_validation_examples]
+    val_examples = validation_slice(
+        load_split(config, "validation", max_s=window), config.data.max_validation_examples
+    )
     stream = TrainStream(
         train_examples,
         batch_size=t.batch_size,
@@ -146,6 +147,21 @@ def train_fn_per_worker(train_config: dict) -> None:
             if rank == 0:
                 shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("val_")}
                 print(f"[train] step {step}: {shown}", flush=True)
+
+
+def validation_slice(examples: list[Example], n: int) -> list[Example]:
+    """Deterministic slice of ``n`` examples taking the tasks in turn (sorted by id within
+    each task), so the quick metrics cover every task in the validation sources."""
+    by_task: dict[str, list[Example]] = {}
+    for ex in sorted(examples, key=lambda e: e.id):
+        by_task.setdefault(ex.task, []).append(ex)
+    queues = [by_task[t] for t in sorted(by_task)]
+    out: list[Example] = []
+    i = 0
+    while len(out) < n and any(i < len(q) for q in queues):
+        out.extend(q[i] for q in queues if i < len(q))
+        i += 1
+    return out[:n]
 
 
 def _device(use_gpu: bool, local_rank: int) -> torch.device:
