@@ -326,3 +326,16 @@ def test_validation_slice_takes_tasks_in_turn():
         "aqa-2",
     ]
     assert validation_slice(examples[:2], 10) == sorted(examples[:2], key=lambda e: e.id)
+
+
+def test_bf16_backbones_with_fp32_trainable_part(cache):
+    _, model = make(cache, "model.dtype=bfloat16", "model.steering.top_k=2")
+    assert next(model.llm.parameters()).dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for _, p in model.trainable_parameters())
+    batch = model.collate(waves(1.0, 1.5), ["a", "b"], ["yes", "no"])
+    out = model(batch)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    assert model.steering.experts.vectors.grad is not None
+    gen = model.generate(model.collate(waves(1.0), ["a"]), max_new_tokens=3)
+    assert len(gen.token_ids) == 1

@@ -66,4 +66,5 @@ class Projector(nn.Module):
             pooled = x.masked_fill(m == 0, torch.finfo(x.dtype).min).amax(2)
             pooled = torch.where(m.sum(2) > 0, pooled, torch.zeros_like(pooled))
         new_mask = m.squeeze(-1).amax(2) > 0  # B, T'/S
-        return self.net(pooled), new_mask  # B, T/S, D -> B, T/S, H
+        dtype = next(self.net.parameters()).dtype  # fp32 master weights beside bf16 backbones
+        return self.net(pooled.to(dtype)), new_mask  # B, T/S, D -> B, T/S, H

@@ -37,7 +37,9 @@ class Router(nn.Module):
     def forward(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         """Router logits of one layer: (B, T, D) -> (B, T, N)."""
         rows = slice(layer * self.num_experts, (layer + 1) * self.num_experts)
-        return F.linear(h, self.proj.weight[rows], self.proj.bias[rows])
+        # Routing runs in the router's own dtype (fp32 master weights beside bf16 backbones).
+        w = self.proj.weight
+        return F.linear(h.to(w.dtype), w[rows], self.proj.bias[rows])
 
 
 class SteeringExperts(nn.Module):
@@ -52,8 +54,9 @@ class SteeringExperts(nn.Module):
 
     def forward(self, layer: int, gate: torch.Tensor) -> torch.Tensor:
         """Steering offset of one layer: gate (B, T, N) -> a_l * gate @ E_l (B, T, D)."""
-        vectors = self.vectors[layer].to(gate.dtype)  # N, D
-        return self.scales[layer].to(gate.dtype) * (gate @ vectors)  # B, T, N @ N, D -> B, T, D
+        vectors = self.vectors[layer]  # N, D
+        gate = gate.to(vectors.dtype)
+        return self.scales[layer] * (gate @ vectors)  # B, T, N @ N, D -> B, T, D
 
 
 def route(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
@@ -139,7 +142,7 @@ class SteeringMoE(nn.Module):
         logits = self.router(layer, h)  # B, T, D -> B, T, N
         gate = route(logits, self.top_k)  # B, T, N
         self._record(logits, gate, mask)
-        return h + self.experts(layer, gate)  # B, T, D
+        return h + self.experts(layer, gate).to(h.dtype)  # B, T, D
 
     def _record(self, logits: torch.Tensor, gate: torch.Tensor, mask: torch.Tensor | None) -> None:
         n = logits.shape[-1]
