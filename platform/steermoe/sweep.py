@@ -163,7 +163,12 @@ def build_tuner(config: Config, parent_run_id: str, uri: str):
             num_samples=num_samples,
             max_concurrent_trials=s.max_concurrent_trials,
         ),
-        run_config=tune.RunConfig(name=s.name, storage_path=str(storage_path(config)), verbose=1),
+        run_config=tune.RunConfig(
+            name=s.name,
+            storage_path=str(storage_path(config)),
+            verbose=0,  # Tune's table would print every trial's config; we print one line
+            callbacks=[progress_callback(trials, s.metric)],
+        ),
     )
 
 
