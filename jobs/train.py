@@ -9,7 +9,7 @@ Reference run (Whisper base + SmolLM2-135M, frozen) and on a cluster::
 
     python -m jobs.train jobs/configs/reference.yaml
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
-        python -m jobs.train jobs/configs/reference_large.yaml train.num_workers=8
+        python -m jobs.train jobs/configs/train_large.yaml train.num_workers=8
 
 Any config value can be overridden: ``key.sub=value``.
 """

@@ -114,12 +114,12 @@ def test_missing_file_and_bad_override_syntax(tmp_path):
     with pytest.raises(ConfigError, match=r"expected key\.sub=value"):
         load_config(None, ["model.steering.top_k"])
     with pytest.raises(ConfigError, match="is a value"):
-        load_config(None, ["model.encoder.x=1"])
+        load_config(None, ["model.encoder=whisper-base", "model.encoder.x=1"])
 
 
 def _validate_any(path: Path) -> None:
     if path.name.startswith("data_"):
-        from steermoe.data.synth.config import load_build_config
+        from steermoe.data.build_config import load_build_config
 
         load_build_config(path)
     else:

@@ -155,7 +155,9 @@ class OptimConfig(_Strict):
     lr_router: float = Field(default=1e-3, gt=0)
     # Learning rate of the projector.
     lr_projector: float = Field(default=1e-4, gt=0)
+    # AdamW decoupled weight decay (all groups).
     weight_decay: float = Field(default=0.0, ge=0)
+    # AdamW moment coefficients (beta1, beta2), each in [0, 1).
     betas: tuple[float, float] = (0.9, 0.999)
     # Linear warmup steps.
     warmup_steps: int = Field(default=10, ge=0)
@@ -176,6 +178,7 @@ class TrainConfig(_Strict):
 
     # Run name; restarts find their run by it, so keep it stable (no timestamps).
     name: str = Field(default="steermoe", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # Seed of the trainable part's initialisation and of the data order.
     seed: int = 0
     # Optimizer steps to run.
     max_steps: int = Field(default=200, ge=1)
@@ -189,6 +192,7 @@ class TrainConfig(_Strict):
     log_every: int = Field(default=10, ge=1)
     # Ray Train workers (0 = run the loop in-process, no cluster).
     num_workers: int = Field(default=1, ge=0)
+    # One GPU per worker (bf16 backbones, NCCL); false = CPU workers (fp32/bf16, gloo).
     use_gpu: bool = False
     # CPUs per worker; < 1 lets two workers and a Tune trial share a 2-core machine.
     cpus_per_worker: float = Field(default=1.0, gt=0)
@@ -209,15 +213,18 @@ class TrainConfig(_Strict):
 class AshaConfig(_Strict):
     """ASHA early stopping on the validation metric."""
 
+    # Stop poorly performing trials early (ASHA); false = every trial runs to the end.
     enabled: bool = True
     # Reports a trial gets before it can be stopped.
     grace_period: int = Field(default=2, ge=1)
+    # Keep 1 / reduction_factor of the trials at each rung.
     reduction_factor: float = Field(default=2.0, gt=1)
 
 
 class SweepConfig(_Strict):
     """Ray Tune search over model fields by dotted name."""
 
+    # Sweep name: the MLflow parent run and the Tune experiment folder (keep it stable).
     name: str = Field(default="steermoe-sweep", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     # Dotted config key -> list of values (grid / choice) for each searched field.
     space: dict[str, tuple[Any, ...]] = Field(
@@ -226,12 +233,15 @@ class SweepConfig(_Strict):
             "model.steering.top_k": (1, 2),
         }
     )
+    # How points are drawn from the space: every combination, random, or Optuna (TPE).
     search: Literal["grid", "random", "optuna"] = "grid"
     # Trials drawn by random/optuna search (grid runs every combination once).
     num_samples: int = Field(default=4, ge=1)
     # Validation metric that ranks trials, and its direction.
     metric: str = "val_wer"
+    # Whether a lower (`min`) or higher (`max`) sweep metric is better.
     mode: Literal["min", "max"] = "min"
+    # Trials running at once (on GPU clusters: cluster GPUs // GPUs per trial).
     max_concurrent_trials: int = Field(default=1, ge=1)
     # CPUs reserved by each trial driver (workers reserve their own).
     trial_cpus: float = Field(default=0.01, gt=0)
@@ -241,6 +251,7 @@ class SweepConfig(_Strict):
     # Metric that decides promotion to the registry alias: an eval metric such as
     # `librivox.wer` (dataset.metric) or null for the sweep metric itself.
     promote_metric: str | None = None
+    # Whether a lower or higher promote_metric is better.
     promote_mode: Literal["min", "max"] = "min"
 
     @model_validator(mode="after")
@@ -262,7 +273,9 @@ class EvalConfig(_Strict):
     # Named datasets (`synthetic-asr`, `synthetic-aqa`, `synthetic-fc`, `librivox`, `fsdd`)
     # or manifest paths.
     datasets: tuple[str, ...] = ("synthetic-asr", "synthetic-aqa", "synthetic-fc", "librivox")
+    # Examples decoded together (greedy, left-padded).
     batch_size: int = Field(default=8, ge=1)
+    # Decoding budget per example (also used by the quick validation metric).
     max_new_tokens: int = Field(default=64, ge=1, le=4096)
     # Cap on examples per dataset (null = all of them: never a random slice).
     max_examples: int | None = Field(default=None, ge=1)
@@ -280,19 +293,31 @@ class ServeConfig(_Strict):
     model: str = "models:/steermoe@champion"
     # Name clients pass as `model` (requests for any other name get 404).
     served_name: str = "steermoe"
+    # Address the HTTP proxy binds (loopback unless you mean to expose it).
     host: str = "127.0.0.1"
+    # HTTP port of the OpenAI-compatible API.
     port: int = Field(default=8000, ge=1, le=65535)
+    # Autoscaling: fewest replicas kept running.
     min_replicas: int = Field(default=1, ge=0)
+    # Autoscaling: most replicas started under load.
     max_replicas: int = Field(default=1, ge=1)
+    # Autoscaling: ongoing requests per replica the autoscaler aims for.
     target_ongoing_requests: float = Field(default=4.0, gt=0)
+    # CPUs reserved by each replica.
     cpus_per_replica: float = Field(default=1.0, gt=0)
+    # GPUs reserved by each replica (fractions share a GPU).
     gpus_per_replica: float = Field(default=0.0, ge=0)
+    # Dynamic batching: most requests decoded together.
     max_batch_size: int = Field(default=8, ge=1)
+    # Dynamic batching: longest wait for a batch to fill (seconds).
     batch_wait_timeout_s: float = Field(default=0.05, ge=0)
     # Environment variable holding the bearer API key (unset variable = no auth).
     api_key_env: str = "STEERMOE_API_KEY"
+    # Largest request body accepted (413 above it).
     max_body_mb: float = Field(default=25.0, gt=0)
+    # Longest audio accepted per request (400 above it).
     max_audio_s: float = Field(default=30.0, gt=0)
+    # Cap on max_tokens a request may ask for (400 above it).
     max_tokens: int = Field(default=256, ge=1)
 
     @model_validator(mode="after")
@@ -307,9 +332,11 @@ class MlflowConfig(_Strict):
 
     # Any MLflow URI; null = `sqlite:///<cwd>/mlflow.db` (or $MLFLOW_TRACKING_URI).
     tracking_uri: str | None = None
+    # Experiment that holds the runs.
     experiment: str = Field(default="steermoe", min_length=1)
-    # Registered model name and the alias given to the best model.
+    # Registered model name the sweep's winner is registered under.
     registered_model: str = Field(default="steermoe", min_length=1)
+    # Alias moved to a newly registered version when it beats the current holder.
     alias: str = Field(default="champion", min_length=1)
 
 

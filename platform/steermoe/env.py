@@ -37,6 +37,9 @@ def apply_defaults(*, testing: bool = False) -> None:
         values.update(TEST_DEFAULTS)
     if _has_cuda_hint():
         values.pop("DS_ACCELERATOR")
+    if os.environ.get("RAY_ADDRESS"):
+        # Joining an existing (possibly multi-node) cluster: keep Ray's own address choice.
+        values.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     for key, value in values.items():
         os.environ.setdefault(key, value)
 
