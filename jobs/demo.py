@@ -115,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         common = [args.config, f"mlflow.tracking_uri={uri}", *overrides]
 
         stage("3/6 ray job submit: the sweep (train, ASHA, evaluate, register)")
-        run("sweep", [*submit, "jobs.sweep", *common], env, f"ray job logs --address {DASHBOARD}")
+        run(
+            "sweep",
+            [*submit, "jobs.sweep", *common, "--fresh"],
+            env,
+            f"ray job logs --address {DASHBOARD}",
+        )
 
         stage("4/6 ray job submit: deploy the champion with Ray Serve")
         run(

@@ -14,6 +14,10 @@ Resume a sweep whose driver died (finished trials are kept, unfinished ones cont
 their last checkpoint)::
 
     python -m jobs.sweep jobs/configs/sweep.yaml --resume
+
+Start a sweep of an existing name over (its earlier Tune/Train state is discarded)::
+
+    python -m jobs.sweep jobs/configs/sweep.yaml --fresh
 """
 
 from __future__ import annotations
@@ -29,9 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     config, args = parse(
         __doc__,
         argv,
-        flags=[("--resume", {"action": "store_true", "help": "continue an interrupted sweep"})],
+        flags=[
+            ("--resume", {"action": "store_true", "help": "continue an interrupted sweep"}),
+            ("--fresh", {"action": "store_true", "help": "discard an earlier sweep of this name"}),
+        ],
     )
-    result = run_sweep(config, resume=args.resume)
+    if args.resume and args.fresh:
+        print("error: --resume and --fresh exclude each other", file=sys.stderr)
+        return 2
+    try:
+        result = run_sweep(config, resume=args.resume, fresh=args.fresh)
+    except (FileExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"\n{'trial':<18}{'overrides':<52}{config.sweep.metric:>10}{'steps':>7}  status")
     for t in result.trials:
         value = t.metrics.get(config.sweep.metric, float("nan"))

@@ -230,8 +230,26 @@ class SweepResult:
     tracking_uri: str
 
 
-def run_sweep(config: Config, *, resume: bool = False) -> SweepResult:
-    """Run (or resume) the sweep and record it in MLflow; returns every trial's outcome."""
+def run_sweep(config: Config, *, resume: bool = False, fresh: bool = False) -> SweepResult:
+    """Run (or resume) the sweep and record it in MLflow; returns every trial's outcome.
+
+    Args:
+        resume: continue the interrupted sweep of the same name (``Tuner.restore``).
+        fresh: discard an earlier sweep of the same name (its Tune and Train state) first.
+
+    Raises:
+        FileExistsError: an earlier sweep of this name exists and neither flag was given.
+    """
+    import shutil
+
+    path = storage_path(config) / config.sweep.name
+    if path.exists() and not resume:
+        if not fresh:
+            raise FileExistsError(
+                f"a sweep named {config.sweep.name!r} already exists at {path}: "
+                "continue it with --resume, start over with --fresh, or change sweep.name"
+            )
+        shutil.rmtree(path)
     import ray
     from ray import tune
 
@@ -244,6 +262,8 @@ def run_sweep(config: Config, *, resume: bool = False) -> SweepResult:
     uri = trk.tracking_uri(config)
     c = trk.client(uri)
     exp = trk.experiment_id(c, config.mlflow.experiment)
+    if fresh:
+        trk.close_unfinished(c, exp, config.sweep.name)
     parent = trk.find_or_create_run(c, exp, config.sweep.name, tags={"steermoe.kind": "sweep"})
     if not c.get_run(parent).data.params.get("sweep.space"):
         trk.log_config(c, parent, config)
@@ -256,7 +276,6 @@ def run_sweep(config: Config, *, resume: bool = False) -> SweepResult:
     if not ray.is_initialized():
         ray.init(**local_ray_kwargs())
 
-    path = storage_path(config) / config.sweep.name
     if resume:
         if not tune.Tuner.can_restore(str(path)):
             raise FileNotFoundError(f"--resume: no sweep state at {path}")

@@ -65,6 +65,20 @@ def find_or_create_run(
     return c.create_run(exp_id, run_name=name, tags=all_tags).info.run_id
 
 
+def close_unfinished(c, exp_id: str, name: str) -> None:
+    """Mark unfinished runs called ``name`` (and their children) KILLED, so a fresh start
+    does not continue them."""
+    for run in c.search_runs([exp_id], filter_string=f"attributes.run_name = '{name}'"):
+        if run.info.status in ("RUNNING", "SCHEDULED"):
+            children = c.search_runs(
+                [exp_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+            )
+            for child in children:
+                if child.info.status in ("RUNNING", "SCHEDULED"):
+                    c.set_terminated(child.info.run_id, status="KILLED")
+            c.set_terminated(run.info.run_id, status="KILLED")
+
+
 def log_config(c, run_id: str, config: Config) -> None:
     """Params = the resolved config, flattened (MLflow caps values at 6000 characters)."""
     from mlflow.entities import Param
