@@ -61,3 +61,12 @@ def test_config_is_logged_as_flat_params_with_the_space_as_json(tmp_path):
     params = c.get_run(run_id).data.params
     assert params["model.steering.top_k"] == "2"
     assert json.loads(params["sweep.space"])["model.steering.num_experts"] == [2, 4]
+
+
+def test_sqlite_artifacts_live_beside_the_database(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path / "..")  # not where the database is
+    c = trk.client(f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}")
+    (tmp_path / "db").mkdir(exist_ok=True)
+    exp = trk.experiment_id(c, "e")
+    location = c.get_experiment(exp).artifact_location
+    assert location == (tmp_path / "db" / "mlartifacts" / "e").as_uri()

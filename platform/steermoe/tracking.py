@@ -43,9 +43,20 @@ def experiment_id(c, name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return c.create_experiment(name)
+        return c.create_experiment(name, artifact_location=artifact_location(c, name))
     except Exception:  # created concurrently
         return c.get_experiment_by_name(name).experiment_id
+
+
+def artifact_location(c, name: str) -> str | None:
+    """For a SQLite store, artifacts live beside the database (``<db dir>/mlartifacts``),
+    not in the creating process's working directory (a job's temporary copy under
+    ``ray job submit``). Other stores keep their server's default."""
+    uri = str(c.tracking_uri) if hasattr(c, "tracking_uri") else ""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    return (db.parent / "mlartifacts" / name).as_uri()
 
 
 def find_or_create_run(

@@ -1,0 +1,53 @@
+"""`make demo`'s pipeline on the tiny twin config, end to end, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_demo_pipeline_on_the_tiny_twin(tmp_path):
+    import mlflow
+
+    db = tmp_path / "mlflow.db"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}"}
+    env.pop("DEMO_KEEP_SERVING", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.demo",
+            "jobs/configs/demo_tiny.yaml",
+            f"mlflow.tracking_uri=sqlite:///{db}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    for n in range(1, 7):
+        assert "=== [" in out and f"{n}/6" in out
+    assert "[transcription]" in out and "prediction:" in out
+    assert "[synthetic-fc]" in out
+    assert "demo-tiny-000" in out and "demo-tiny-001" in out  # the summary table
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+    version = client.get_model_version_by_alias("steermoe-demo-tiny", "champion")
+    assert version.version == "1"
+    exp = client.get_experiment_by_name("steermoe-demo-tiny")
+    assert exp.artifact_location == (tmp_path / "mlartifacts" / "steermoe-demo-tiny").as_uri()
+    # The cluster was stopped at the end: nothing answers on the dashboard port any more.
+    import urllib.request
+
+    with pytest.raises(OSError):
+        urllib.request.urlopen("http://127.0.0.1:8265", timeout=2)
