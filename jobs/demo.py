@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     keep = os.environ.get("DEMO_KEEP_SERVING") == "1"
     started = time.time()
+    memory = MemoryWatch()
     cluster_started = False
     try:
         stage("1/6 build the tiny synthetic suites (incremental)")
@@ -139,12 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             ) from None
 
         stage("6/6 summary")
-        summary(uri, config)
+        report = summary(uri, config)
         print(
             f"\nMLflow UI:     {BIN / 'mlflow'} ui --backend-store-uri {uri} --host 127.0.0.1"
             "\n               then open http://127.0.0.1:5000"
-            f"\nSweep report:  reports/{config.sweep.name}/report.html "
-            "(also under the sweep's parent run, artifacts/report/)"
+            f"\nSweep report:  {report or 'not found (see the sweep job log)'}"
             f"\nRay dashboard: {DASHBOARD}"
         )
     except StageError as exc:
@@ -159,8 +159,35 @@ def main(argv: list[str] | None = None) -> int:
                 f"\nServe keeps running at http://{config.serve.host}:{config.serve.port}/v1 "
                 f"(stop it with: {BIN / 'ray'} stop)"
             )
-    print(f"\ndemo finished in {(time.time() - started) / 60:.1f} min")
+    print(
+        f"\ndemo finished in {(time.time() - started) / 60:.1f} min; peak memory in use on "
+        f"this machine during the demo: {memory.stop():.1f} GiB"
+    )
     return 0
+
+
+class MemoryWatch:
+    """Samples the machine's memory in use every second (the cluster runs in other processes)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import psutil
+
+        self.peak = psutil.virtual_memory().used
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.wait(1.0):
+            self.peak = max(self.peak, psutil.virtual_memory().used)
+
+    def stop(self) -> float:
+        self._stop.set()
+        return self.peak / 2**30
 
 
 def _dashboard_up() -> bool:

@@ -33,8 +33,8 @@ def ask_all(base_url: str, config: Config) -> None:
         print(f"  answer:      {message.content!r}" + (f"  tool_calls: {calls}" if calls else ""))
 
 
-def summary(uri: str, config: Config) -> None:
-    """The sweep's trials as a table."""
+def summary(uri: str, config: Config) -> str | None:
+    """Print the sweep's trials as a table; return where its HTML report is."""
     rows = summary_rows(uri, config.mlflow.experiment, config.sweep.name)
 
     def fmt(v, spec=".1f"):
@@ -50,3 +50,23 @@ def summary(uri: str, config: Config) -> None:
             f"{fmt(r['aqa_accuracy'], '.2f'):>9}{fmt(r['fc_accuracy'], '.2f'):>8}"
             f"{r['minutes']:>7.1f}  {r['status']}"
         )
+    return report_location(uri, config)
+
+
+def report_location(uri: str, config: Config) -> str | None:
+    """The sweep report logged under the latest parent run's artifacts."""
+    import mlflow
+
+    c = mlflow.MlflowClient(tracking_uri=uri)
+    exp = c.get_experiment_by_name(config.mlflow.experiment)
+    if exp is None:
+        return None
+    runs = c.search_runs(
+        [exp.experiment_id],
+        filter_string=f"attributes.run_name = '{config.sweep.name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    return f"{runs[0].info.artifact_uri}/report/report.html"

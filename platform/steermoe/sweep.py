@@ -453,7 +453,9 @@ def summary_rows(uri: str, experiment: str, sweep_name: str) -> list[dict[str, A
     rows = []
     for r in children:
         m, p = r.data.metrics, r.data.params
-        end = r.info.end_time or r.info.start_time
+        reports = c.get_metric_history(r.info.run_id, trk.REPORT_MARKER)
+        # Time to the last report (runs are closed together when the sweep ends).
+        end = max((x.timestamp for x in reports), default=r.info.end_time or r.info.start_time)
         rows.append(
             {
                 "trial": r.info.run_name,
