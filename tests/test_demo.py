@@ -43,7 +43,7 @@ def test_demo_pipeline_on_the_tiny_twin(tmp_path):
     assert "demo-tiny-000" in out and "demo-tiny-001" in out  # the summary table
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
     version = client.get_model_version_by_alias("steermoe-demo-tiny", "champion")
-    assert version.version == "1"
+    assert str(version.version) == "1"
     exp = client.get_experiment_by_name("steermoe-demo-tiny")
     assert exp.artifact_location == (tmp_path / "mlartifacts" / "steermoe-demo-tiny").as_uri()
     # The cluster was stopped at the end: nothing answers on the dashboard port any more.

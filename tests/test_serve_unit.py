@@ -363,9 +363,12 @@ def test_engine_batch_matches_single_and_respects_budgets(engine):
     batched = engine.run(jobs)
     alone = [engine.run([j])[0] for j in jobs]
     assert batched == alone
-    assert [r.completion_tokens for r in batched] == [3, 7] or all(
-        r.finish_reason == "stop" for r in batched
-    )
+    for result, job in zip(batched, jobs):  # the budget is respected per request
+        if result.finish_reason == "length":
+            assert result.completion_tokens == job.max_tokens
+        else:  # end of turn, or the repetition guard stopped a loop
+            assert result.finish_reason == "stop"
+            assert result.completion_tokens < job.max_tokens
     assert batched[1].prompt_tokens > batched[0].prompt_tokens  # longer clip, more audio tokens
 
 

@@ -67,6 +67,27 @@ def test_pick_best_respects_mode_and_ignores_trials_without_metric():
     assert pick_best([outcome("c", None)], "val_wer", "min") is None
 
 
+def _reported(db: Path, run_name: str, step: int) -> bool:
+    """Ray Train logs a report to MLflow only after registering its checkpoint."""
+    if not db.exists():
+        return False
+    import mlflow
+
+    from steermoe.tracking import REPORT_MARKER
+
+    try:
+        c = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+        exp = c.get_experiment_by_name("steermoe")
+        if exp is None:
+            return False
+        runs = c.search_runs([exp.experiment_id], f"attributes.run_name = '{run_name}'")
+        return any(
+            m.step >= step for r in runs for m in c.get_metric_history(r.info.run_id, REPORT_MARKER)
+        )
+    except Exception:  # the database is being created or is locked: try again
+        return False
+
+
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -109,9 +130,7 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
         args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        reached = _wait_for(
-            lambda: (trials / "sweep-tiny-001" / "checkpoint_step0000002").exists(), 420, first
-        )
+        reached = _wait_for(lambda: _reported(db, "sweep-tiny-001", 2), 420, first)
         assert reached, (tmp_path / "first.log").read_text()[-3000:]
         time.sleep(2)  # let Tune persist the experiment state once more
     finally:
@@ -162,7 +181,7 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
     best = parent.data.tags["best_trial"]
     version = client.get_model_version_by_alias("steermoe-tiny", "champion")
     assert version.run_id == children[best].info.run_id
-    assert parent.data.tags["registered_version"] == version.version
+    assert parent.data.tags["registered_version"] == str(version.version)
     assert any(k.startswith("eval.librivox.") for k in children[best].data.metrics)
     assert "report/report.html" in {
         a.path for a in client.list_artifacts(parent.info.run_id, "report")

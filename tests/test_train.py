@@ -61,12 +61,29 @@ def metric_steps(client, run_id: str, key: str) -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, key)]
 
 
-def _kill_a_worker_after_first_checkpoint(storage: Path, killed: list[int]) -> None:
+def _first_report_logged(db: Path) -> bool:
+    """The controller logs a report to MLflow after registering its checkpoint."""
+    import mlflow
+
+    from steermoe.tracking import REPORT_MARKER
+
+    if not db.exists():
+        return False
+    try:
+        c = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+        exp = c.get_experiment_by_name("steermoe")
+        runs = c.search_runs([exp.experiment_id], "attributes.run_name = 'fault'") if exp else []
+        return any(c.get_metric_history(r.info.run_id, REPORT_MARKER) for r in runs)
+    except Exception:  # being created or locked: try again
+        return False
+
+
+def _kill_a_worker_after_first_checkpoint(db: Path, killed: list[int]) -> None:
     import psutil
 
     deadline = time.time() + 240
     while time.time() < deadline:
-        if any(storage.glob("*/checkpoint_step0000003")):
+        if _first_report_logged(db):
             break
         time.sleep(0.5)
     else:
@@ -103,7 +120,7 @@ def test_two_worker_run_survives_a_killed_worker_and_is_tracked_and_exported(
     killed: list[int] = []
     killer = threading.Thread(
         target=_kill_a_worker_after_first_checkpoint,
-        args=(tmp_path / "runs", killed),
+        args=(tmp_path / "mlflow.db", killed),
         daemon=True,
     )
     killer.start()

@@ -262,7 +262,12 @@ class SteerMoEModel(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, batch: Batch, *, max_new_tokens: int = 64, on_token=None, max_repeats: int = 4
+        self,
+        batch: Batch,
+        *,
+        max_new_tokens: int | Sequence[int] = 64,
+        on_token=None,
+        max_repeats: int = 4,
     ) -> Generation:
         """Batched greedy decoding with a KV cache, left padding and a correct mask.
 
@@ -270,7 +275,8 @@ class SteerMoEModel(nn.Module):
 
         Args:
             batch: collated inputs (targets ignored).
-            max_new_tokens: decoding budget per example.
+            max_new_tokens: decoding budget, one for all or one per example (a batch with
+                mixed budgets decodes each example exactly as it would alone).
             on_token: optional ``on_token(step, new_ids: list[int|None])`` callback per step
                 (``None`` for finished examples), used for streaming.
             max_repeats: repetition guard: an example stops once its output ends with the
@@ -282,6 +288,13 @@ class SteerMoEModel(nn.Module):
         audio, audio_mask = self.encode(batch.features, batch.feature_lengths)
         embeds, _ = self._sequences(audio, audio_mask, batch, with_target=False)
         b = len(embeds)
+        budgets = (
+            [int(max_new_tokens)] * b
+            if isinstance(max_new_tokens, int)
+            else [int(n) for n in max_new_tokens]
+        )
+        if len(budgets) != b:
+            raise ValueError(f"max_new_tokens has {len(budgets)} budgets for {b} examples")
         lengths = torch.tensor([e.shape[0] for e in embeds], device=audio.device)
         width = int(lengths.max())
         x = torch.stack([F.pad(e, (0, 0, width - e.shape[0], 0)) for e in embeds])  # B, P, H
@@ -292,7 +305,7 @@ class SteerMoEModel(nn.Module):
         done = torch.zeros(b, dtype=torch.bool, device=x.device)
         out: list[list[int]] = [[] for _ in range(b)]
         inputs = x
-        for step in range(max_new_tokens):
+        for step in range(max(budgets, default=0)):
             logits = self.llm(
                 inputs_embeds=inputs,
                 attention_mask=attn,
@@ -310,7 +323,9 @@ class SteerMoEModel(nn.Module):
                     continue
                 out[i].append(int(token[i]))
                 emitted.append(int(token[i]))
-                if max_repeats and _trim_repeats(out[i], max_repeats):
+                if (max_repeats and _trim_repeats(out[i], max_repeats)) or len(out[i]) >= budgets[
+                    i
+                ]:
                     finished_now[i] = True
             if on_token is not None:
                 on_token(step, emitted)

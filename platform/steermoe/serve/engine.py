@@ -1,7 +1,7 @@
 """The model side of serving: batched and streamed greedy decoding over ``model.generate``.
 
 Serve calls the same ``collate`` + ``generate`` the evaluators measured. A batch decodes with
-the largest ``max_tokens`` of its requests and each result is cut to its own budget; greedy
+each request's own ``max_tokens`` as its budget (per-example budgets in ``generate``); greedy
 decoding is batch-invariant, so a request gets the same tokens alone or in any batch.
 """
 
@@ -61,7 +61,7 @@ class Engine:
     def run(self, jobs: Sequence[Job]) -> list[Result]:
         """Decode ``jobs`` as one batch (one encoder pass, one batched greedy loop)."""
         batch = self.model.collate([j.audio for j in jobs], [j.instruction for j in jobs])
-        gen = self.model.generate(batch, max_new_tokens=max(j.max_tokens for j in jobs))
+        gen = self.model.generate(batch, max_new_tokens=[j.max_tokens for j in jobs])
         out = []
         for i, job in enumerate(jobs):
             ids = gen.token_ids[i][: job.max_tokens]
