@@ -116,6 +116,8 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
         f"train.storage_path={runs}",
         f"mlflow.tracking_uri=sqlite:///{db}",
         "sweep.asha.enabled=false",
+        "train.max_steps=8",  # long enough that the kill lands mid-trial
+        "train.eval_every=2",
         "eval.datasets=[librivox]",
     ]
     env = {
@@ -132,11 +134,10 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
     try:
         reached = _wait_for(lambda: _reported(db, "sweep-tiny-001", 2), 420, first)
         assert reached, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(2)  # let Tune persist the experiment state once more
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the driver and its whole local Ray cluster
         first.wait()
-    assert (trials / "sweep-tiny-000" / "checkpoint_step0000004").exists()
+    assert (trials / "sweep-tiny-000" / "checkpoint_step0000008").exists()
 
     second = subprocess.run(
         [*args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
@@ -166,7 +167,7 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
     for name, r in children.items():
         assert r.info.status == "FINISHED", name
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")]
-        assert steps == [2, 4], (name, steps)  # nothing lost, nothing logged twice
+        assert steps == [2, 4, 6, 8], (name, steps)  # nothing lost, nothing logged twice
         assert {a.path for a in client.list_artifacts(r.info.run_id, "final")} == {
             "final/checkpoint"
         }
@@ -175,8 +176,8 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
         name: [m.value for m in client.get_metric_history(r.info.run_id, "restarts")]
         for name, r in children.items()
     }
-    assert restarts["sweep-tiny-000"] == [0.0, 0.0]
-    assert restarts["sweep-tiny-001"] == [0.0, 1.0]
+    assert restarts["sweep-tiny-000"] == [0.0] * 4
+    assert restarts["sweep-tiny-001"][0] == 0.0 and restarts["sweep-tiny-001"][-1] == 1.0
 
     best = parent.data.tags["best_trial"]
     version = client.get_model_version_by_alias("steermoe-tiny", "champion")

@@ -70,6 +70,11 @@ def train_fn_per_worker(train_config: dict) -> None:
     # The restored checkpoint's report goes out again with the next one: if the previous
     # driver died between persisting it and logging it, MLflow still gets it (exactly once).
     backfill = [last_report] if last_report else []
+    if step >= t.max_steps and last_report:
+        # Finished before a restart (e.g. the sweep driver died after the last checkpoint):
+        # report the final result again so Tune and MLflow see it; nothing is retrained.
+        ray.train.report({**last_report, "backfill": "[]"})
+        return
     if rank == 0:
         print(
             f"[train] rank 0/{world_size}: {len(train_examples)} train / {len(val_examples)} "
