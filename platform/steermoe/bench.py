@@ -289,7 +289,7 @@ def bare_train_loop(
         device: defaults to the CPU.
     """
     from steermoe.model import build_model
-    from steermoe.train.data import TrainStream, instruction, load_split
+    from steermoe.train.data import TrainStream, load_split, teacher_forced_batch
 
     t = config.train
     if t.grad_accum != 1:
@@ -311,12 +311,7 @@ def bare_train_loop(
         synchronize(device)
         start = time.perf_counter()
         loaded = next(batches)
-        batch = model.collate(
-            loaded.audios,
-            [instruction(ex, config.model.default_instruction) for ex in loaded.examples],
-            [ex.target for ex in loaded.examples],
-            ids=[ex.id for ex in loaded.examples],
-        ).to(device)
+        batch = teacher_forced_batch(model, loaded, config.model.default_instruction, device)
         step_fn(batch)
         synchronize(device)
         if i >= warmup_steps:

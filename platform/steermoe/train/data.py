@@ -136,3 +136,13 @@ class TrainStream:
 def instruction(ex: Example, default: str) -> str:
     """The example's instruction, or the model's default (ASR) one."""
     return ex.instruction or default
+
+
+def teacher_forced_batch(model, loaded: Loaded, default_instruction: str, device):
+    """Collate a loaded batch with instructions and targets (training and validation)."""
+    return model.collate(
+        loaded.audios,
+        [instruction(ex, default_instruction) for ex in loaded.examples],
+        [ex.target for ex in loaded.examples],
+        ids=[ex.id for ex in loaded.examples],
+    ).to(device)

@@ -25,7 +25,7 @@ from steermoe.data.examples import Example
 from steermoe.model import build_model, save_checkpoint
 from steermoe.optim import build_optimizer, build_scheduler
 from steermoe.train import distributed
-from steermoe.train.data import TrainStream, instruction, load_batch, load_split
+from steermoe.train.data import TrainStream, load_batch, load_split, teacher_forced_batch
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,7 @@ def train_fn_per_worker(train_config: dict) -> None:
         lr = scheduler.get_last_lr()[0]  # the steering-group lr this step uses
         for _ in range(t.grad_accum):
             loaded = next(batches)
-            batch = model.collate(
-                loaded.audios,
-                [instruction(ex, config.model.default_instruction) for ex in loaded.examples],
-                [ex.target for ex in loaded.examples],
-                ids=[ex.id for ex in loaded.examples],
-            ).to(device)
+            batch = teacher_forced_batch(model, loaded, config.model.default_instruction, device)
             out = engine(batch)
             engine.backward(out["loss"])
             engine.step()
@@ -201,10 +196,7 @@ def validate_quick(
         loaded = load_batch(shard[i : i + bs], config.data, model.max_audio_s)
         if not loaded.examples:
             continue
-        instr = [instruction(ex, config.model.default_instruction) for ex in loaded.examples]
-        batch = model.collate(loaded.audios, instr, [ex.target for ex in loaded.examples]).to(
-            device
-        )
+        batch = teacher_forced_batch(model, loaded, config.model.default_instruction, device)
         out = model(batch)
         loss_sum += float(out["lm_loss"]) * int(out["num_tokens"])
         tokens += int(out["num_tokens"])
