@@ -9,9 +9,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from steermoe.config import load_config
+from steermoe import env
+from steermoe.config import ConfigError, load_config
 from steermoe.model import CheckpointError, build_model, load_checkpoint, save_checkpoint
-from steermoe.model.checkpoint import HEADER, TENSORS, checkpoint_config, read_header
+from steermoe.model.checkpoint import (
+    HEADER,
+    TENSORS,
+    checkpoint_config,
+    local_checkpoint,
+    read_header,
+    warm_start,
+)
 
 TINY = ["model.encoder=tiny-random-whisper", "model.llm=tiny-random-llm"]
 
@@ -98,3 +106,52 @@ def test_shape_mismatch_is_a_clear_error(cache, trained):
     other = build_model(cfg.model, cache_dir=cache)
     with pytest.raises(CheckpointError, match="shape"):
         load_checkpoint(other, path)
+
+
+def test_warm_start_copies_the_tensors_that_fit(cache, trained):
+    _, source, path = trained  # 3 experts
+    cfg = load_config(None, [*TINY, "model.steering.num_experts=5"])
+    target = build_model(cfg.model, cache_dir=cache, seed=3)
+    before = {n: p.detach().clone() for n, p in target.trainable_parameters()}
+    loaded, skipped = warm_start(target, path)
+    src = dict(source.trainable_parameters())
+    assert any(n.startswith("projector") for n in loaded)
+    assert skipped, "expert tensors of another count must keep their fresh initialisation"
+    for name, param in target.trainable_parameters():
+        if name in loaded:
+            assert torch.equal(param, src[name]), name
+        else:
+            assert name in skipped and torch.equal(param, before[name]), name
+            assert tuple(src[name].shape) != tuple(param.shape), name
+
+
+def test_warm_start_same_shapes_loads_everything(cache, trained):
+    cfg, source, path = trained
+    target = build_model(cfg.model, cache_dir=cache, seed=4)
+    loaded, skipped = warm_start(target, path)
+    assert skipped == [] and set(loaded) == {n for n, _ in source.trainable_parameters()}
+
+
+def test_warm_start_checks_backbones(cache, trained):
+    cfg, _, path = trained
+    header = json.loads((path / HEADER).read_text())
+    header["backbones"]["encoder"]["sha256"] = {"model.safetensors": "0" * 64}
+    (path / HEADER).write_text(json.dumps(header))
+    with pytest.raises(CheckpointError, match="trained against encoder"):
+        warm_start(build_model(cfg.model, cache_dir=cache), path)
+
+
+def test_local_checkpoint_resolves_folders_and_embedded_names(trained, tmp_path):
+    _, _, path = trained
+    assert local_checkpoint(str(path)) == path
+    with pytest.raises(CheckpointError, match="checkpoint folder not found"):
+        local_checkpoint(tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match=r"embedded:nope: no such embedded checkpoint"):
+        local_checkpoint("embedded:nope")
+    for name in env.embedded_checkpoints():
+        assert read_header(local_checkpoint(f"embedded:{name}"))["format"]
+
+
+def test_unknown_embedded_init_from_fails_at_config_time():
+    with pytest.raises(ConfigError, match=r"train\.init_from: no embedded checkpoint 'nope'"):
+        load_config(None, ["train.init_from=embedded:nope"])

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from steermoe import env
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names every offending key path."""
@@ -204,7 +206,22 @@ class TrainConfig(_Strict):
     storage_path: str | None = None
     # Checkpoints kept per run.
     keep_checkpoints: int = Field(default=2, ge=1)
+    # Warm start: copy the trainable tensors that fit (same name and shape) from this
+    # checkpoint (`embedded:reference` or a folder) before step 0; null = fresh initialisation.
+    init_from: str | None = Field(default=None, min_length=1)
     optim: OptimConfig = OptimConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        ref = self.init_from or ""
+        if ref.startswith(env.EMBEDDED_PREFIX):
+            name = ref[len(env.EMBEDDED_PREFIX) :]
+            if name not in env.embedded_checkpoints():
+                raise _bad(
+                    "init_from",
+                    f"no embedded checkpoint {name!r} (shipped: {env.embedded_checkpoints()})",
+                )
+        return self
 
 
 # ----------------------------------------------------------------------------- sweep
@@ -289,7 +306,8 @@ class EvalConfig(_Strict):
 class ServeConfig(_Strict):
     """Ray Serve deployment of one model behind the OpenAI-compatible API."""
 
-    # `models:/<name>@champion`, `models:/<name>/<version>` or a checkpoint folder.
+    # `models:/<name>@champion`, `models:/<name>/<version>`, `embedded:reference` (the shipped
+    # reference checkpoint) or a checkpoint folder.
     model: str = "models:/steermoe@champion"
     # Name clients pass as `model` (requests for any other name get 404).
     served_name: str = "steermoe"

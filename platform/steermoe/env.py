@@ -59,3 +59,15 @@ def shared_data_dir() -> Path:
     ``../shared/data`` next to the repository). It may be absent on a user's machine."""
     default = Path(__file__).resolve().parents[3] / "shared" / "data"
     return Path(os.environ.get("STEERMOE_SHARED_DATA", default)).expanduser()
+
+
+# Checkpoints shipped inside the package, referenced as ``embedded:<name>``.
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED_CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+
+
+def embedded_checkpoints() -> list[str]:
+    """Names of the checkpoints shipped inside the package."""
+    if not EMBEDDED_CHECKPOINTS.is_dir():
+        return []
+    return sorted(p.parent.name for p in EMBEDDED_CHECKPOINTS.glob("*/steermoe.json"))

@@ -368,8 +368,9 @@ def _load_model(checkpoint: str | Path, model: Any) -> tuple[Any, str]:
     import torch
 
     from steermoe.model import build_model, load_checkpoint
-    from steermoe.model.checkpoint import checkpoint_config
+    from steermoe.model.checkpoint import checkpoint_config, local_checkpoint
 
+    checkpoint = local_checkpoint(checkpoint)
     model_config = checkpoint_config(checkpoint)
     if model is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -242,6 +242,9 @@ def run_sweep(config: Config, *, resume: bool = False, fresh: bool = False) -> S
     """
     import shutil
 
+    from steermoe.train.run import check_init_from
+
+    check_init_from(config)
     path = storage_path(config) / config.sweep.name
     if path.exists() and not resume:
         if not fresh:

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import steermoe
+from steermoe import env
 from steermoe.config import ModelConfig
 
 FORMAT = "steermoe-checkpoint/1"
@@ -65,6 +66,28 @@ def save_checkpoint(
     return final
 
 
+def local_checkpoint(ref: str | Path) -> Path:
+    """Folder of checkpoint ``ref``: ``embedded:<name>`` or a folder path.
+
+    Raises:
+        CheckpointError: unknown embedded name or missing folder.
+    """
+    text = str(ref)
+    if text.startswith(env.EMBEDDED_PREFIX):
+        name = text[len(env.EMBEDDED_PREFIX) :]
+        folder = env.EMBEDDED_CHECKPOINTS / name
+        if not (folder / HEADER).is_file():
+            raise CheckpointError(
+                f"{text}: no such embedded checkpoint "
+                f"(shipped: {env.embedded_checkpoints() or 'none'})"
+            )
+        return folder
+    folder = Path(text).expanduser()
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder not found: {folder}")
+    return folder
+
+
 def read_header(path: str | Path) -> dict:
     """The JSON header of checkpoint folder ``path``."""
     file = Path(path) / HEADER
@@ -98,14 +121,7 @@ def load_checkpoint(model, path: str | Path, *, check_backbones: bool = True) ->
     if _sha256(tensors) != header.get("tensors_sha256"):
         raise CheckpointError(f"{tensors}: corrupt or truncated (SHA-256 does not match header)")
     if check_backbones:
-        for role in ("encoder", "llm"):
-            want = header["backbones"][role]
-            have = model.identity[role]
-            if want.get("sha256") != have.get("sha256"):
-                raise CheckpointError(
-                    f"{folder}: trained against {role} {want.get('name')!r} "
-                    f"({_short(want)}), but the model has {have.get('name')!r} ({_short(have)})"
-                )
+        _check_backbones(model, header, folder)
     try:
         state = load_file(str(tensors))
     except (SafetensorError, OSError) as exc:
@@ -126,6 +142,54 @@ def load_checkpoint(model, path: str | Path, *, check_backbones: bool = True) ->
                 )
             param.copy_(state[name].to(param.dtype))
     return header
+
+
+def warm_start(model, path: str | Path) -> tuple[list[str], list[str]]:
+    """Initialise the trainable tensors of ``model`` from another checkpoint, where they fit.
+
+    Tensors with the same name and shape are copied (e.g. the projector and, for the same
+    expert count, the steering MoE); the others keep their fresh initialisation. The backbones
+    must be the same ones the checkpoint was trained against.
+
+    Returns:
+        ``(loaded, skipped)`` tensor names.
+
+    Raises:
+        CheckpointError: unreadable checkpoint, other backbones, or no tensor fits.
+    """
+    folder = Path(path)
+    header = read_header(folder)
+    _check_backbones(model, header, folder)
+    tensors = folder / TENSORS
+    if not tensors.is_file():
+        raise CheckpointError(f"{folder}: missing {TENSORS}")
+    try:
+        state = load_file(str(tensors))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{tensors}: unreadable: {exc}") from None
+    loaded, skipped = [], []
+    with torch.no_grad():
+        for name, param in model.trainable_parameters():
+            source = state.get(name)
+            if source is not None and tuple(source.shape) == tuple(param.shape):
+                param.copy_(source.to(param.dtype))
+                loaded.append(name)
+            else:
+                skipped.append(name)
+    if not loaded:
+        raise CheckpointError(f"{folder}: no tensor fits this model (all of {skipped} differ)")
+    return loaded, skipped
+
+
+def _check_backbones(model, header: dict, folder: Path) -> None:
+    for role in ("encoder", "llm"):
+        want = header["backbones"][role]
+        have = model.identity[role]
+        if want.get("sha256") != have.get("sha256"):
+            raise CheckpointError(
+                f"{folder}: trained against {role} {want.get('name')!r} "
+                f"({_short(want)}), but the model has {have.get('name')!r} ({_short(have)})"
+            )
 
 
 def _short(identity: dict) -> str:

@@ -20,7 +20,7 @@ class ServeArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # `models:/<name>@<alias>`, `models:/<name>/<version>` or a checkpoint folder.
+    # `models:/<name>@<alias>`, `models:/<name>/<version>`, `embedded:reference` or a folder.
     model: str = Field(min_length=1)
     # Name clients pass as `model`; any other name gets 404 model_not_found.
     served_name: str = Field(default="steermoe", min_length=1)

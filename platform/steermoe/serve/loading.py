@@ -14,7 +14,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from steermoe.model.checkpoint import HEADER, CheckpointError
+from steermoe.model.checkpoint import HEADER, CheckpointError, local_checkpoint
 
 _REGISTRY = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
@@ -79,7 +79,8 @@ def resolve_checkpoint(
     """Local checkpoint folder for ``ref`` (downloading registry artifacts into ``dst``).
 
     Args:
-        ref: ``models:/...`` reference or a checkpoint folder (or a folder containing one).
+        ref: ``models:/...`` reference, ``embedded:<name>`` (shipped with the package) or a
+            checkpoint folder (or a folder containing one).
         tracking_uri: MLflow tracking/registry URI (default: :func:`default_tracking_uri`).
         dst: download folder for registry artifacts (default: a fresh temporary folder).
 
@@ -87,10 +88,7 @@ def resolve_checkpoint(
         CheckpointError: missing folder, unknown registry entry, no checkpoint inside.
     """
     if not is_registry_ref(ref):
-        path = Path(ref).expanduser()
-        if not path.is_dir():
-            raise CheckpointError(f"checkpoint folder not found: {path}")
-        return find_checkpoint(path)
+        return find_checkpoint(local_checkpoint(ref))
     uri = tracking_uri or default_tracking_uri()
     pinned = pin_version(ref, uri)
     import mlflow

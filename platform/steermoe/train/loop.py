@@ -23,6 +23,7 @@ from steermoe import env
 from steermoe.config import Config, validate
 from steermoe.data.examples import Example
 from steermoe.model import build_model, save_checkpoint
+from steermoe.model.checkpoint import local_checkpoint, warm_start
 from steermoe.optim import build_optimizer, build_scheduler
 from steermoe.train import distributed
 from steermoe.train.data import TrainStream, load_batch, load_split, teacher_forced_batch
@@ -49,6 +50,13 @@ def train_fn_per_worker(train_config: dict) -> None:
     device = _device(t.use_gpu, ctx.get_local_rank())
 
     model = build_model(config.model, device=device, seed=t.seed)
+    if t.init_from:
+        loaded, skipped = warm_start(model, local_checkpoint(t.init_from))
+        if rank == 0:
+            print(
+                f"[train] warm start from {t.init_from}: {len(loaded)} tensors loaded"
+                + (f", {len(skipped)} kept fresh ({', '.join(skipped)})" if skipped else "")
+            )
     window = model.max_audio_s  # clips longer than the encoder window are skipped, counted
     train_examples = load_split(config, "train", max_s=window)
     val_examples = validation_slice(

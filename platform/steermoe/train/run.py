@@ -35,6 +35,14 @@ def storage_path(config: Config) -> Path:
     return Path(config.train.storage_path or env.cache_dir() / "runs").expanduser().resolve()
 
 
+def check_init_from(config: Config) -> None:
+    """Fail before any cluster work when ``train.init_from`` names no readable checkpoint."""
+    if config.train.init_from:
+        from steermoe.model.checkpoint import local_checkpoint, read_header
+
+        read_header(local_checkpoint(config.train.init_from))
+
+
 def build_trainer(config: Config, *, callbacks: list | None = None):
     """The ``TorchTrainer`` for ``config``; every worker gets the config as a plain dict."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -65,6 +73,7 @@ def run(config: Config, *, output_dir: str | Path | None = None) -> TrainResult:
     import ray
 
     env.apply_defaults()
+    check_init_from(config)
     uri = trk.tracking_uri(config)
     c = trk.client(uri)
     exp = trk.experiment_id(c, config.mlflow.experiment)
