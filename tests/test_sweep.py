@@ -33,9 +33,29 @@ def test_expand_drops_invalid_combinations_with_reasons():
     )
     trials, dropped = expand(cfg)
     pairs = [(t.config.model.steering.num_experts, t.config.model.steering.top_k) for t in trials]
-    assert pairs == [(1, 1), (1, None), (2, 1), (2, 2), (2, None), (4, 1), (4, 2), (4, None)]
-    assert len(dropped) == 1 and "top_k" in dropped[0]
+    # top_k == num_experts is dense routing: (1, 1) and (2, 2) train the same model as the
+    # dense (top_k null) trial of their row and are dropped; (1, 2) is invalid.
+    assert pairs == [(1, None), (2, 1), (2, None), (4, 1), (4, 2), (4, None)]
+    assert len(dropped) == 3
+    assert any("top_k" in d and "must be <= num_experts" in d for d in dropped)
+    same = [d for d in dropped if "trains the same model as" in d]
+    assert len(same) == 2 and all("'model.steering.top_k': None" in d for d in same)
     assert [t.name for t in trials][:2] == ["steermoe-sweep-000", "steermoe-sweep-001"]
+
+
+def test_expand_runs_one_projector_only_trial_whatever_the_expert_count():
+    cfg = load_config(
+        None,
+        [
+            "sweep.space={'model.steering.enabled': [true, false], "
+            "'model.steering.num_experts': [2, 4]}"
+        ],
+    )
+    trials, dropped = expand(cfg)
+    got = [(t.config.model.steering.enabled, t.config.model.steering.num_experts) for t in trials]
+    # Without steering the expert count configures nothing: one projector-only trial.
+    assert got == [(True, 2), (True, 4), (False, 2)]
+    assert len(dropped) == 1 and "trains the same model as" in dropped[0]
 
 
 def test_expand_rejects_unknown_fields_and_empty_spaces():

@@ -38,10 +38,12 @@ class Trial:
 
 
 def expand(config: Config) -> tuple[list[Trial], list[str]]:
-    """Every combination of the search space whose config validates.
+    """Every combination of the search space whose config validates, each model once.
 
-    Combinations that fail validation (e.g. ``top_k > num_experts``) are dropped, and the
-    reasons returned, so a 3 x 3 grid over num_experts x top_k runs only valid pairs.
+    Combinations that fail validation (e.g. ``top_k > num_experts``) are dropped, and so are
+    combinations that train the same model as another one (``top_k == num_experts`` is dense
+    routing; the dense spelling ``top_k: null`` is kept). The reasons are returned, so a
+    3 x 3 grid over num_experts x top_k runs only valid, distinct pairs.
 
     Raises:
         ConfigError: a space key names no config field, or no combination is valid.
@@ -50,7 +52,7 @@ def expand(config: Config) -> tuple[list[Trial], list[str]]:
     keys = list(config.sweep.space)
     for key in keys:
         _check_key(base, key)
-    trials, dropped = [], []
+    valid, dropped = [], []
     for values in itertools.product(*(config.sweep.space[k] for k in keys)):
         overrides = dict(zip(keys, values))
         data = json.loads(json.dumps(base))
@@ -61,10 +63,38 @@ def expand(config: Config) -> tuple[list[Trial], list[str]]:
         except ConfigError as exc:
             dropped.append(f"{overrides}: {str(exc).splitlines()[-1].strip()}")
             continue
-        trials.append(Trial(len(trials), overrides, trial_config))
+        valid.append((overrides, trial_config, _canonical(trial_config)))
+    groups: dict[str, list[tuple[dict, Config]]] = {}
+    for overrides, trial_config, canonical in valid:
+        groups.setdefault(canonical, []).append((overrides, trial_config))
+    trials = []
+    for canonical, members in groups.items():
+        # Prefer the member already written the canonical way (dense as top_k: null).
+        keep = next((m for m in members if _canonical(m[1], normalise=False) == canonical), None)
+        keep = keep or members[0]
+        for overrides, _ in members:
+            if overrides is not keep[0]:
+                dropped.append(f"{overrides}: trains the same model as {keep[0]}")
+        trials.append(keep)
+    order = {id(overrides): i for i, (overrides, _, _) in enumerate(valid)}
+    trials.sort(key=lambda m: order[id(m[0])])
     if not trials:
         raise ConfigError("sweep.space: no valid combination:\n  " + "\n  ".join(dropped))
-    return trials, dropped
+    return [Trial(i, overrides, cfg) for i, (overrides, cfg) in enumerate(trials)], dropped
+
+
+def _canonical(config: Config, *, normalise: bool = True) -> str:
+    """The config as sorted JSON; ``normalise`` writes equivalent models one way."""
+    data = to_dict(config)
+    steering = data["model"]["steering"]
+    if normalise:
+        top_k = steering["top_k"]
+        if top_k is not None and top_k >= steering["num_experts"]:
+            steering["top_k"] = None  # keeping every expert is dense routing
+        if not steering["enabled"]:
+            # Projector-only baselines: the steering fields configure nothing.
+            data["model"]["steering"] = {"enabled": False}
+    return json.dumps(data, sort_keys=True)
 
 
 def _check_key(base: dict, key: str) -> None:
