@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mlflow.entities import Run
@@ -22,6 +22,8 @@ SPACE_TAG_PREFIX = "space."
 USAGE_RE = re.compile(r"^routing\.usage\.l(\d+)\.e(\d+)$")
 # Training-loss keys, most detailed first: their last step is how far a run trained.
 TRAIN_LOSS_KEYS = ("history.train_loss", "train_loss")
+# Logged once per Ray Train report (its step); its last timestamp is when a run last reported.
+REPORT_KEY = "report_step"
 
 History = list[tuple[int, float]]
 
@@ -83,6 +85,8 @@ class RunView:
     metrics: dict[str, float]  # the latest value of each key
     start_ms: int | None
     end_ms: int | None
+    # When the run last reported (trials are closed together when their sweep ends).
+    last_report_ms: int | None = None
 
     @classmethod
     def from_run(cls, run: Run) -> RunView:
@@ -130,10 +134,12 @@ class RunView:
 
     @property
     def wall_s(self) -> float | None:
-        """Wall-clock seconds from run start to run end (None while running)."""
-        if self.start_ms is None or self.end_ms is None:
+        """Wall-clock seconds from run start to its last report, else to its end (None while
+        running and never reported)."""
+        end = self.last_report_ms or self.end_ms
+        if self.start_ms is None or end is None:
             return None
-        return max(0.0, (self.end_ms - self.start_ms) / 1000.0)
+        return max(0.0, (end - self.start_ms) / 1000.0)
 
     def param(self, key: str, default: Any = None) -> Any:
         """A param decoded from JSON (``"4"`` -> 4, ``"null"`` -> None)."""
@@ -153,6 +159,12 @@ def children(client: MlflowClient, parent: RunView) -> list[RunView]:
         max_results=5000,
     )
     return sorted((RunView.from_run(r) for r in runs), key=lambda v: v.name)
+
+
+def with_last_report(client: MlflowClient, run: RunView) -> RunView:
+    """``run`` with ``last_report_ms`` read from its report-step history."""
+    stamps = [m.timestamp for m in client.get_metric_history(run.run_id, REPORT_KEY)]
+    return replace(run, last_report_ms=max(stamps)) if stamps else run
 
 
 def history(client: MlflowClient, run_id: str, key: str) -> History:

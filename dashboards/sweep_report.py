@@ -42,6 +42,7 @@ from dashboards._runs import (
     train_loss_history,
     usage_matrix,
     value_label,
+    with_last_report,
 )
 
 REPORT_DIR = "report"
@@ -113,6 +114,7 @@ def load_sweep(client: MlflowClient, run_id: str) -> Sweep:
     max_steps = int(max_steps) if isinstance(max_steps, (int, float)) else None
     trials = []
     for run in children(client, parent):
+        run = with_last_report(client, run)
         metric_curve = history(client, run.run_id, metric)
         loss_curve = train_loss_history(client, run.run_id)
         value = run.metrics.get(metric)
