@@ -305,6 +305,12 @@ def test_repetition_guard_trims_loops():
     assert _trim_repeats(ids, 4) and ids == [9]
     ids = [1, 2, 3, 1, 2, 3]
     assert _trim_repeats(ids, 4) is False and ids == [1, 2, 3, 1, 2, 3]
+    # A looping sentence of ten tokens ("The 1990s.\n\n" in SmolLM2's vocabulary).
+    sentence = [504, 216, 33, 41, 41, 32, 87, 30, 198, 198]
+    ids = [2, 3, *sentence * 4]
+    assert _trim_repeats(ids, 4) and ids == [2, 3, *sentence]
+    ids = [*sentence * 3, *sentence[:9]]
+    assert _trim_repeats(ids, 4) is False
 
 
 def test_validation_slice_takes_tasks_in_turn():

@@ -339,8 +339,12 @@ class SteerMoEModel(nn.Module):
         return Generation(texts=texts, token_ids=out)
 
 
-def _trim_repeats(ids: list[int], times: int, longest: int = 8) -> bool:
-    """If ``ids`` ends with one pattern repeated ``times`` times, keep one copy and say so."""
+def _trim_repeats(ids: list[int], times: int, longest: int = 24) -> bool:
+    """If ``ids`` ends with one pattern repeated ``times`` times, keep one copy and say so.
+
+    Patterns up to ``longest`` tokens count: a looping sentence such as "The 1990s.\n\n" is
+    ten SmolLM2 tokens.
+    """
     for period in range(1, longest + 1):
         span = period * times
         if len(ids) < span:
