@@ -28,7 +28,10 @@ from steermoe import tracking
 from steermoe.evaluate import evaluate_checkpoint, format_table, resolve_output_dir, score_only
 
 FLAGS = [
-    ("--checkpoint", {"help": "trainable-only checkpoint folder (not needed with --score-only)"}),
+    (
+        "--checkpoint",
+        {"help": "checkpoint folder or embedded:<name> (not needed with --score-only)"},
+    ),
     ("--run-id", {"help": "MLflow run to log metrics, manifests and samples to"}),
     ("--score-only", {"action": "store_true", "help": "rescore manifests; no model is run"}),
 ]

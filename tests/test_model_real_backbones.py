@@ -59,3 +59,23 @@ def test_steering_memorises_a_handful_of_real_clips(clips):
     model.eval()
     out = model.generate(model.collate(audios, ["Transcribe the audio."] * 4), max_new_tokens=8)
     assert sum(p.strip().lower() == t for p, t in zip(out.texts, targets)) >= 3, out.texts
+
+
+def test_shipped_reference_checkpoint_loads_against_freshly_prepared_backbones(clips):
+    """The embedded checkpoint names its backbones by file hashes: a machine that prepared
+    them from the pinned packages must reproduce those hashes, or loading fails loudly."""
+    if not all(backbones.is_prepared(n) for n in ("whisper-base", "smollm2-135m-instruct")):
+        pytest.skip("run python -m jobs.prepare_backbones first")
+    from steermoe.serve.loading import load_model
+
+    torch.set_num_threads(2)
+    model, header, folder = load_model("embedded:reference")
+    assert folder.name == "reference" and header["step"] > 0
+    assert header["model_config"]["steering"]["num_experts"] == 4
+    ex = librivox()[0]
+    audio = load_audio(ex.audio_path, example_id=ex.id)
+    out = model.generate(model.collate([audio], [ex.instruction]), max_new_tokens=64)
+    text = out.texts[0]
+    assert text.strip(), "the reference model produced no text"
+    # Decoding stops (end of turn or the repetition guard) well short of the token budget.
+    assert len(out.token_ids[0]) < 64, text
