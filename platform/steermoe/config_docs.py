@@ -295,9 +295,9 @@ this page is generated:
 ```
 
 Shipped files: `jobs/configs/*_tiny.yaml` are the CPU twins (seconds to minutes on 2 cores),
-`demo.yaml` is `make demo`'s sweep, `reference.yaml` and `sweep.yaml` the embedded default
-(Whisper base + SmolLM2-135M),
-`*_large.yaml` the full size (Whisper-large-v3 + Qwen2.5-7B on a GPU cluster). The
+`demo.yaml` is `make demo`'s sweep, `reference.yaml`, `sweep.yaml` and `serve.yaml` the
+embedded default (Whisper base + SmolLM2-135M; `serve.yaml` serves the shipped
+`embedded:reference` checkpoint), `*_large.yaml` the full size (Whisper-large-v3 + Qwen2.5-7B on a GPU cluster). The
 `data_*.yaml` files configure `python -m jobs.build_data` (last section).
 
 ## Job configuration (`steermoe.config.Config`)
@@ -312,7 +312,8 @@ BUILD_HEADER = """\
 ## Data build configuration (`steermoe.data.build_config.BuildConfig`)
 
 Read by `python -m jobs.build_data jobs/configs/data_tiny.yaml [key.sub=value ...]`
-(`jobs/configs/data_default.yaml` is the full build). Same strictness as above.
+(`jobs/configs/data_reference.yaml` is what the reference checkpoint was trained on,
+`jobs/configs/data_default.yaml` the full build). Same strictness as above.
 """
 
 
