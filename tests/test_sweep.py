@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow_poll import reported_steps
 from synth_fixtures import write_suite
 
 from steermoe.config import ConfigError, load_config
@@ -89,23 +90,7 @@ def test_pick_best_respects_mode_and_ignores_trials_without_metric():
 
 def _reported(db: Path, run_name: str, step: int) -> bool:
     """Ray Train logs a report to MLflow only after registering its checkpoint."""
-    if not db.exists():
-        return False
-    import mlflow
-
-    from steermoe.tracking import REPORT_MARKER
-
-    try:
-        c = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
-        exp = c.get_experiment_by_name("steermoe")
-        if exp is None:
-            return False
-        runs = c.search_runs([exp.experiment_id], f"attributes.run_name = '{run_name}'")
-        return any(
-            m.step >= step for r in runs for m in c.get_metric_history(r.info.run_id, REPORT_MARKER)
-        )
-    except Exception:  # the database is being created or is locked: try again
-        return False
+    return any(s >= step for s in reported_steps(db, run_name))
 
 
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> bool:

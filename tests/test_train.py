@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow_poll import reported_steps
 from synth_fixtures import write_suite
 
 from steermoe.config import load_config
@@ -63,19 +64,7 @@ def metric_steps(client, run_id: str, key: str) -> list[int]:
 
 def _first_report_logged(db: Path) -> bool:
     """The controller logs a report to MLflow after registering its checkpoint."""
-    import mlflow
-
-    from steermoe.tracking import REPORT_MARKER
-
-    if not db.exists():
-        return False
-    try:
-        c = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
-        exp = c.get_experiment_by_name("steermoe")
-        runs = c.search_runs([exp.experiment_id], "attributes.run_name = 'fault'") if exp else []
-        return any(c.get_metric_history(r.info.run_id, REPORT_MARKER) for r in runs)
-    except Exception:  # being created or locked: try again
-        return False
+    return bool(reported_steps(db, "fault"))
 
 
 def _kill_a_worker_after_first_checkpoint(db: Path, killed: list[int]) -> None:
@@ -96,7 +85,10 @@ def _kill_a_worker_after_first_checkpoint(db: Path, killed: list[int]) -> None:
     ]
     if workers:
         victim = sorted(workers, key=lambda p: p.pid)[-1]
-        os.kill(victim.pid, signal.SIGKILL)
+        try:
+            os.kill(victim.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it ended on its own in between: nothing was killed
+            return
         killed.append(victim.pid)
 
 
