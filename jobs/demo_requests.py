@@ -5,7 +5,7 @@ from __future__ import annotations
 from steermoe.config import Config
 from steermoe.data.heldout import DatasetUnavailable, librivox, named_dataset
 from steermoe.serve import client as api
-from steermoe.sweep import summary_rows
+from steermoe.sweep import latest_parent, summary_rows
 from steermoe.train.data import data_root
 
 
@@ -55,18 +55,7 @@ def summary(uri: str, config: Config) -> str | None:
 
 def report_location(uri: str, config: Config) -> str | None:
     """The sweep report logged under the latest parent run's artifacts."""
-    import mlflow
+    from steermoe import tracking
 
-    c = mlflow.MlflowClient(tracking_uri=uri)
-    exp = c.get_experiment_by_name(config.mlflow.experiment)
-    if exp is None:
-        return None
-    runs = c.search_runs(
-        [exp.experiment_id],
-        filter_string=f"attributes.run_name = '{config.sweep.name}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        return None
-    return f"{runs[0].info.artifact_uri}/report/report.html"
+    parent = latest_parent(tracking.client(uri), config.mlflow.experiment, config.sweep.name)
+    return f"{parent.info.artifact_uri}/report/report.html" if parent else None

@@ -64,23 +64,27 @@ def expand(config: Config) -> tuple[list[Trial], list[str]]:
             dropped.append(f"{overrides}: {str(exc).splitlines()[-1].strip()}")
             continue
         valid.append((overrides, trial_config, _canonical(trial_config)))
-    groups: dict[str, list[tuple[dict, Config]]] = {}
-    for overrides, trial_config, canonical in valid:
-        groups.setdefault(canonical, []).append((overrides, trial_config))
+    # One combination per distinct model: the first one already written the canonical way
+    # (dense as top_k: null), else the first one.
+    chosen: dict[str, tuple[dict, Config, str]] = {}
+    for item in valid:
+        _, trial_config, canonical = item
+        first = chosen.get(canonical)
+        if first is None or (
+            _canonical(first[1], normalise=False) != canonical
+            and _canonical(trial_config, normalise=False) == canonical
+        ):
+            chosen[canonical] = item
     trials = []
-    for canonical, members in groups.items():
-        # Prefer the member already written the canonical way (dense as top_k: null).
-        keep = next((m for m in members if _canonical(m[1], normalise=False) == canonical), None)
-        keep = keep or members[0]
-        for overrides, _ in members:
-            if overrides is not keep[0]:
-                dropped.append(f"{overrides}: trains the same model as {keep[0]}")
-        trials.append(keep)
-    order = {id(overrides): i for i, (overrides, _, _) in enumerate(valid)}
-    trials.sort(key=lambda m: order[id(m[0])])
+    for item in valid:
+        overrides, trial_config, canonical = item
+        if chosen[canonical] is item:
+            trials.append(Trial(len(trials), overrides, trial_config))
+        else:
+            dropped.append(f"{overrides}: trains the same model as {chosen[canonical][0]}")
     if not trials:
         raise ConfigError("sweep.space: no valid combination:\n  " + "\n  ".join(dropped))
-    return [Trial(i, overrides, cfg) for i, (overrides, cfg) in enumerate(trials)], dropped
+    return trials, dropped
 
 
 def _canonical(config: Config, *, normalise: bool = True) -> str:
@@ -464,23 +468,29 @@ def finalize(result: SweepResult, config: Config) -> dict[str, Any]:
     return {"best": best.name, "eval": evaluation, "registration": reg}
 
 
-def summary_rows(uri: str, experiment: str, sweep_name: str) -> list[dict[str, Any]]:
-    """One row per trial of the latest sweep called ``sweep_name``, read back from MLflow."""
-    c = trk.client(uri)
-    exp = c.get_experiment_by_name(experiment)
+def latest_parent(client, experiment: str, sweep_name: str):
+    """The MLflow parent run of the latest sweep called ``sweep_name`` (None if there is none)."""
+    exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        return []
-    parents = c.search_runs(
+        return None
+    parents = client.search_runs(
         [exp.experiment_id],
         filter_string=f"attributes.run_name = '{sweep_name}' and tags.`steermoe.kind` = 'sweep'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    if not parents:
+    return parents[0] if parents else None
+
+
+def summary_rows(uri: str, experiment: str, sweep_name: str) -> list[dict[str, Any]]:
+    """One row per trial of the latest sweep called ``sweep_name``, read back from MLflow."""
+    c = trk.client(uri)
+    parent = latest_parent(c, experiment, sweep_name)
+    if parent is None:
         return []
     children = c.search_runs(
-        [exp.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'",
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
         order_by=["attributes.run_name ASC"],
     )
     rows = []
