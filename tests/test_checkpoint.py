@@ -155,3 +155,11 @@ def test_local_checkpoint_resolves_folders_and_embedded_names(trained, tmp_path)
 def test_unknown_embedded_init_from_fails_at_config_time():
     with pytest.raises(ConfigError, match=r"train\.init_from: no embedded checkpoint 'nope'"):
         load_config(None, ["train.init_from=embedded:nope"])
+
+
+def test_warm_start_refuses_a_truncated_tensor_file(cache, trained):
+    cfg, _, path = trained
+    data = (path / TENSORS).read_bytes()
+    (path / TENSORS).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        warm_start(build_model(cfg.model, cache_dir=cache), path)

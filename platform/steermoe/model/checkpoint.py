@@ -114,18 +114,7 @@ def load_checkpoint(model, path: str | Path, *, check_backbones: bool = True) ->
         The header.
     """
     folder = Path(path)
-    header = read_header(folder)
-    tensors = folder / TENSORS
-    if not tensors.is_file():
-        raise CheckpointError(f"{folder}: missing {TENSORS}")
-    if _sha256(tensors) != header.get("tensors_sha256"):
-        raise CheckpointError(f"{tensors}: corrupt or truncated (SHA-256 does not match header)")
-    if check_backbones:
-        _check_backbones(model, header, folder)
-    try:
-        state = load_file(str(tensors))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{tensors}: unreadable: {exc}") from None
+    header, state = _read_checked(model, folder, check_backbones=check_backbones)
     params = dict(model.trainable_parameters())
     missing = sorted(set(params) - set(state))
     unexpected = sorted(set(state) - set(params))
@@ -155,18 +144,10 @@ def warm_start(model, path: str | Path) -> tuple[list[str], list[str]]:
         ``(loaded, skipped)`` tensor names.
 
     Raises:
-        CheckpointError: unreadable checkpoint, other backbones, or no tensor fits.
+        CheckpointError: unreadable or corrupt checkpoint, other backbones, or no tensor fits.
     """
     folder = Path(path)
-    header = read_header(folder)
-    _check_backbones(model, header, folder)
-    tensors = folder / TENSORS
-    if not tensors.is_file():
-        raise CheckpointError(f"{folder}: missing {TENSORS}")
-    try:
-        state = load_file(str(tensors))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{tensors}: unreadable: {exc}") from None
+    _, state = _read_checked(model, folder, check_backbones=True)
     loaded, skipped = [], []
     with torch.no_grad():
         for name, param in model.trainable_parameters():
@@ -179,6 +160,24 @@ def warm_start(model, path: str | Path) -> tuple[list[str], list[str]]:
     if not loaded:
         raise CheckpointError(f"{folder}: no tensor fits this model (all of {skipped} differ)")
     return loaded, skipped
+
+
+def _read_checked(
+    model, folder: Path, *, check_backbones: bool
+) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The header and tensors of ``folder`` after the integrity (and backbone) checks."""
+    header = read_header(folder)
+    tensors = folder / TENSORS
+    if not tensors.is_file():
+        raise CheckpointError(f"{folder}: missing {TENSORS}")
+    if _sha256(tensors) != header.get("tensors_sha256"):
+        raise CheckpointError(f"{tensors}: corrupt or truncated (SHA-256 does not match header)")
+    if check_backbones:
+        _check_backbones(model, header, folder)
+    try:
+        return header, load_file(str(tensors))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{tensors}: unreadable: {exc}") from None
 
 
 def _check_backbones(model, header: dict, folder: Path) -> None:
