@@ -78,6 +78,26 @@ class ProjectorConfig(_Strict):
     stride: int = Field(default=4, ge=1, le=64)
     # Hidden width of the `mlp` projector; null = the LLM width.
     hidden_size: int | None = Field(default=None, ge=1)
+    # Output norm: `rms` = RMSNorm with a learned gain initialised to the RMS of the LLM's
+    # text embeddings, so audio tokens enter the LLM at its own scale from step 0; `none`.
+    norm: Literal["none", "rms"] = "rms"
+
+
+class CtcConfig(_Strict):
+    """Auxiliary CTC alignment loss on the projected audio tokens.
+
+    Logits are a learned scale times the dot product of each audio token with the LLM's own
+    (frozen) input embeddings of a vocabulary, plus a learned blank. It pulls each audio token
+    toward the embedding of the word spoken, the regime in which the LLM already copies.
+    Applied to every projector kind alike.
+    """
+
+    # Weight of the CTC loss beside the LM loss (0 = off: the paper's recipe).
+    weight: float = Field(default=0.0, ge=0)
+    # `targets`: the tokens of the training targets (collected at start); `all`: every token.
+    vocabulary: Literal["targets", "all"] = "targets"
+    # Initial logit scale (learned, kept positive).
+    scale_init: float = Field(default=1.0, gt=0)
 
 
 class ModelConfig(_Strict):
@@ -90,12 +110,17 @@ class ModelConfig(_Strict):
     llm: str = "smollm2-135m-instruct"
     steering: SteeringConfig = SteeringConfig()
     projector: ProjectorConfig = ProjectorConfig()
-    # System turn of the chat prompt.
-    system_prompt: str = "You are a helpful assistant that listens to audio."
+    ctc: CtcConfig = CtcConfig()
+    # System turn of the chat prompt; null or "" = no system turn at all (a default system
+    # turn that the LLM's chat template would insert is removed too).
+    system_prompt: str | None = "You are a helpful assistant that listens to audio."
     # Default instruction when an example has none (ASR).
     default_instruction: str = "Transcribe the audio."
     # Compute dtype of the frozen backbones: `auto` = bf16 on GPU, fp32 on CPU.
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    # Compute dtype of the frozen encoder: `same` as `dtype`, or `float32` so the steering
+    # offsets (~1e-2 on states of RMS 1-3) are not rounded away in a bf16 residual stream.
+    encoder_dtype: Literal["same", "float32"] = "same"
     # Recompute backbone activations in the backward pass to save memory.
     activation_checkpointing: bool = False
     # Intra-op CPU threads per process (0 = leave torch's default).
@@ -175,6 +200,23 @@ class OptimConfig(_Strict):
         return self
 
 
+class CurriculumStage(_Strict):
+    """One stage of the training curriculum: which tasks and clip lengths it trains on."""
+
+    # Optimizer steps in this stage; null = until train.max_steps (last stage only).
+    steps: int | None = Field(default=None, ge=1)
+    # Tasks trained in this stage.
+    tasks: tuple[Literal["asr", "aqa", "fc"], ...] = ("asr", "aqa", "fc")
+    # Longest training clip in this stage (seconds); null = data.max_audio_s.
+    max_audio_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> CurriculumStage:
+        if not self.tasks:
+            raise _bad("tasks", "needs at least one task")
+        return self
+
+
 class TrainConfig(_Strict):
     """Ray Train + DeepSpeed settings of one training run."""
 
@@ -209,10 +251,22 @@ class TrainConfig(_Strict):
     # Warm start: copy the trainable tensors that fit (same name and shape) from this
     # checkpoint (`embedded:reference` or a folder) before step 0; null = fresh initialisation.
     init_from: str | None = Field(default=None, min_length=1)
+    # Continue from a saved run state (a folder with train_state.json and DeepSpeed's
+    # optimizer shards: `embedded:<name>` = the `resume/` folder shipped beside an embedded
+    # checkpoint) when the run's own storage has no checkpoint yet; null = start at step 0.
+    resume_from: str | None = Field(default=None, min_length=1)
     optim: OptimConfig = OptimConfig()
+    # Keep each batch within one task (a mixed batch is padded to its longest prompt).
+    task_batches: bool = True
+    # Stages run in order (short ASR clips first, then longer clips and more tasks); empty =
+    # one stage over all training data.
+    curriculum: tuple[CurriculumStage, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        for i, stage in enumerate(self.curriculum[:-1]):
+            if stage.steps is None:
+                raise _bad(f"curriculum.{i}.steps", "only the last stage may run open-ended")
         ref = self.init_from or ""
         if ref.startswith(env.EMBEDDED_PREFIX):
             name = ref[len(env.EMBEDDED_PREFIX) :]
@@ -368,6 +422,17 @@ class Config(_Strict):
     eval: EvalConfig = EvalConfig()
     serve: ServeConfig = ServeConfig()
     mlflow: MlflowConfig = MlflowConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        for i, stage in enumerate(self.train.curriculum):
+            unknown = [t for t in stage.tasks if t not in self.data.tasks]
+            if unknown:
+                raise ValueError(
+                    f"@train.curriculum.{i}.tasks@ names {unknown}, not among data.tasks "
+                    f"{list(self.data.tasks)}"
+                )
+        return self
 
 
 # --------------------------------------------------------------------------- loading

@@ -20,7 +20,7 @@ def param_groups(model, optim: OptimConfig) -> list[dict]:
             groups["router"].append(param)
         elif name.startswith("steering."):
             groups["steering"].append(param)
-        elif name.startswith("projector."):
+        elif name.startswith(("projector.", "ctc.")):  # the CTC head trains with the projector
             groups["projector"].append(param)
         else:
             raise ValueError(f"trainable parameter {name!r} belongs to no optimizer group")

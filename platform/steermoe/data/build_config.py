@@ -46,6 +46,11 @@ class AsrSuiteConfig(SuiteConfig):
 
     min_s: float = Field(default=3.0, ge=0)
     max_s: float = Field(default=15.0, gt=0, le=30.0)
+    # Share of very short utterances (digits, single words, names, dates: 0.3-2 s), taken
+    # before `text_mix`; use with a small `min_s` or they are padded with silence.
+    short_share: float = Field(default=0.0, ge=0, le=1)
+    # Longest fortune sentence in words (at least 8).
+    max_words: int = Field(default=35, ge=8)
 
 
 class EngineWeights(_Strict):

@@ -2,8 +2,9 @@
 
 Use as a ``batch_sampler`` of a ``torch.utils.data.DataLoader``: it yields lists of dataset
 indices. Per epoch: shuffle indices (seeded by ``seed + epoch``), cut them into mega-chunks of
-``bucket_factor * batch_size * world_size`` items, sort each chunk by length, cut it into
-batches (so a batch holds clips of similar length), shuffle the batch order, and deal batches
+``bucket_factor * batch_size * world_size`` items, sort each chunk by length (within each
+group, e.g. task, when groups are given), cut it into batches (so a batch holds examples of
+similar length and one group), shuffle the batch order, and deal batches
 round-robin to ranks. Every rank computes the same global plan, so shards are disjoint and all
 ranks see the same number of batches (the tail is dropped or padded by repeating batches).
 """
@@ -19,7 +20,7 @@ class LengthBucketSampler:
     """Batches of similar-length clips; each rank gets a disjoint shard of the batches.
 
     Args:
-        lengths: length of every example (seconds or frames); only the order matters.
+        lengths: length of every example (tokens, seconds or frames); only the order matters.
         batch_size: examples per batch on one rank.
         rank: this worker's rank in ``[0, world_size)``.
         world_size: number of data-parallel workers.
@@ -28,6 +29,7 @@ class LengthBucketSampler:
         drop_last: drop the final incomplete batch instead of keeping it.
         bucket_factor: batches per sorting chunk and rank; larger = more homogeneous batches,
             less randomness.
+        groups: optional group of every example (e.g. its task); a batch never mixes groups.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class LengthBucketSampler:
         shuffle: bool = True,
         drop_last: bool = False,
         bucket_factor: int = 50,
+        groups: Sequence[str] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -48,7 +51,10 @@ class LengthBucketSampler:
             raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
         if bucket_factor < 1:
             raise ValueError(f"bucket_factor must be >= 1, got {bucket_factor}")
+        if groups is not None and len(groups) != len(lengths):
+            raise ValueError(f"groups has {len(groups)} entries for {len(lengths)} examples")
         self.lengths = [float(x) for x in lengths]
+        self.groups = list(groups) if groups is not None else None
         self.batch_size = batch_size
         self.rank = rank
         self.world_size = world_size
@@ -76,10 +82,16 @@ class LengthBucketSampler:
             chunk = max(n, 1)
         batches: list[list[int]] = []
         for start in range(0, n, chunk):
-            part = sorted(order[start : start + chunk], key=lambda i: (self.lengths[i], i))
-            batches.extend(
-                part[i : i + self.batch_size] for i in range(0, len(part), self.batch_size)
-            )
+            part = order[start : start + chunk]
+            by_group: dict[str, list[int]] = {}
+            for i in part:
+                by_group.setdefault(self.groups[i] if self.groups else "", []).append(i)
+            for group in sorted(by_group):
+                members = sorted(by_group[group], key=lambda i: (self.lengths[i], i))
+                batches.extend(
+                    members[i : i + self.batch_size]
+                    for i in range(0, len(members), self.batch_size)
+                )
         full = [b for b in batches if len(b) == self.batch_size]
         partial = [b for b in batches if len(b) < self.batch_size]
         if self.drop_last:

@@ -195,7 +195,13 @@ def _plan_asr(config: BuildConfig, planner: _Planner) -> list[Job]:
     counts = {s: _n_planned(n) for s, n in config.asr.counts.model_dump().items()}
     if not any(counts.values()):
         return []
-    texts = text.asr_texts(counts, seed=config.seed, mix=config.text_mix)
+    texts = text.asr_texts(
+        counts,
+        seed=config.seed,
+        mix=config.text_mix,
+        short_share=config.asr.short_share,
+        max_words=config.asr.max_words,
+    )
     jobs = []
     for split, utterances in texts.items():
         rng = random.Random(f"{config.seed}:asr-voice:{split}")

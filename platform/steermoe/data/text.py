@@ -550,6 +550,29 @@ def fill_template(template: str, rng: random.Random) -> str:
     return template.format(**values)
 
 
+def short_text(rng: random.Random, words: Sequence[str]) -> tuple[str, str]:
+    """One very short utterance, as in spoken digits and commands (0.3-2 s of speech).
+
+    Returns:
+        (kind, text): ``digits`` ("Seven." / "Three one four."), ``word`` (one vocabulary
+        word), ``name`` or ``date``.
+    """
+    kind = rng.choices(["digits", "word", "name", "date"], weights=[0.5, 0.2, 0.15, 0.15])[0]
+    if kind == "digits":
+        n = rng.choice([1, 1, 1, 2, 3, 4])
+        text = " ".join(rng.choice(DIGIT_WORDS) for _ in range(n))
+    elif kind == "word" and words:
+        text = rng.choice(list(words))
+    elif kind == "name":
+        text = f"{rng.choice(FIRST_NAMES)} {rng.choice(SURNAMES)}"
+        return kind, text + "."
+    else:
+        kind = "date"
+        text = f"{rng.choice(MONTHS)} {rng.randint(1, 28)}"
+        return kind, text + "."
+    return kind, text[0].upper() + text[1:] + "."
+
+
 # --------------------------------------------------------------------------- the pool
 
 
@@ -567,13 +590,20 @@ def asr_texts(
     seed: int,
     mix: tuple[float, float, float] = (0.7, 0.15, 0.15),
     fractions: tuple[float, float] = (0.08, 0.08),
+    short_share: float = 0.0,
+    max_words: int = 35,
 ) -> dict[str, list[Utterance]]:
     """Texts for each split: ``mix`` = shares of fortune, vocab-frame and template texts.
 
     Fortune texts are used without repetition while the split's pool lasts (then cycled);
     vocabulary words are drawn without repetition to maximise distinct words.
+
+    Args:
+        short_share: share of very short utterances (1-4 digits, a single word, a name or a
+            date; see :func:`short_text`) taken before the ``mix`` shares.
+        max_words: longest fortune text in words.
     """
-    fortunes = list(fortune_sentences())
+    fortunes = list(fortune_sentences(max_words=max(max_words, 8)))
     vocab = list(vocabulary())
     fortune_split = assign_splits(fortunes, seed=seed, fractions=fractions)
     frame_split = assign_splits(
@@ -590,6 +620,8 @@ def asr_texts(
         temps = sorted(k for k, s in template_split.items() if s == split)
         words_left = list(vocab)
         rng.shuffle(words_left)
+        n_short = round(n * short_share)
+        n -= n_short
         n_vocab = round(n * mix[1]) if frames and vocab else 0
         n_temp = round(n * mix[2]) if temps else 0
         n_fortune = n - n_vocab - n_temp if pool else 0
@@ -612,6 +644,9 @@ def asr_texts(
             rows.append(
                 Utterance(fill_template(TEMPLATES[tid], rng), f"template:{tid}", "template")
             )
+        for _ in range(n_short):
+            kind, spoken = short_text(rng, words_left)
+            rows.append(Utterance(spoken, f"short:{kind}:{spoken}", "short"))
         rng.shuffle(rows)
         out[split] = rows
     return out

@@ -16,6 +16,7 @@ import torch
 from steermoe import env
 from steermoe.config import ModelConfig
 from steermoe.model.core import SteerMoEModel, Trainable
+from steermoe.model.ctc import CtcHead
 from steermoe.model.encoder import WhisperEncoderWrapper
 from steermoe.model.projector import Projector
 from steermoe.model.prompt import build_template
@@ -120,9 +121,19 @@ def load_llm(path: str, dtype: torch.dtype):
 
 
 def build_trainable(
-    config: ModelConfig, *, encoder_dim: int, encoder_layers: int, llm_dim: int
+    config: ModelConfig,
+    *,
+    encoder_dim: int,
+    encoder_layers: int,
+    llm_dim: int,
+    embedding_rms: float = 1.0,
 ) -> tuple[Trainable, tuple[int, ...]]:
-    """Steering MoE (when enabled) and projector; returns them and the steered layer indices."""
+    """Steering MoE (when enabled), projector and CTC head (when weighted); returns them and
+    the steered layer indices.
+
+    Args:
+        embedding_rms: RMS of the LLM's text embeddings (the projector norm's initial gain).
+    """
     s = config.steering
     layers: tuple[int, ...] = ()
     steering = None
@@ -154,8 +165,15 @@ def build_trainable(
         pool=p.pool,
         kind=p.kind,
         hidden=p.hidden_size,
+        norm_gain=embedding_rms if p.norm == "rms" else None,
     )
-    return Trainable(steering=steering, projector=projector), layers
+    ctc = None
+    if config.ctc.weight > 0:
+        ctc = CtcHead(dim=llm_dim, scale_init=config.ctc.scale_init, blank_std=embedding_rms)
+    trainable = Trainable(
+        steering=steering, projector=projector, ctc=ctc, ctc_weight=config.ctc.weight
+    )
+    return trainable, layers
 
 
 def build_model(
@@ -169,15 +187,18 @@ def build_model(
     dtype = torch_dtype(config.dtype, device)
     encoder_path = resolve_backbone(config.encoder, cache_dir)
     llm_path = resolve_backbone(config.llm, cache_dir)
-    encoder, extractor = load_encoder(encoder_path, dtype)
+    encoder_dtype = torch.float32 if config.encoder_dtype == "float32" else dtype
+    encoder, extractor = load_encoder(encoder_path, encoder_dtype)
     llm, tokenizer = load_llm(llm_path, dtype)
+    table = llm.get_input_embeddings().weight
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         trainable, layers = build_trainable(
             config,
             encoder_dim=encoder.config.d_model,
             encoder_layers=len(encoder.layers),
-            llm_dim=llm.get_input_embeddings().weight.shape[1],
+            llm_dim=table.shape[1],
+            embedding_rms=float(table.detach().float().pow(2).mean().sqrt()),
         )
     wrapper = WhisperEncoderWrapper(encoder, steer_layers=layers)
     wrapper.activation_checkpointing = config.activation_checkpointing

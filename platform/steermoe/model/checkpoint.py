@@ -104,7 +104,11 @@ def read_header(path: str | Path) -> dict:
 
 def checkpoint_config(path: str | Path) -> ModelConfig:
     """The model config a checkpoint was trained with."""
-    return ModelConfig.model_validate(read_header(path)["model_config"])
+    data = read_header(path)["model_config"]
+    # Checkpoints written before the projector had an output norm were trained without one.
+    projector = data.setdefault("projector", {})
+    projector.setdefault("norm", "none")
+    return ModelConfig.model_validate(data)
 
 
 def load_checkpoint(model, path: str | Path, *, check_backbones: bool = True) -> dict:

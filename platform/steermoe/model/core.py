@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from steermoe.model.ctc import CtcHead
 from steermoe.model.encoder import WhisperEncoderWrapper
 from steermoe.model.projector import Projector
 from steermoe.model.prompt import PromptTemplate
@@ -25,12 +26,22 @@ _TAIL_FRAMES = 5
 
 
 class Trainable(nn.Module):
-    """Everything that trains: the steering MoE (optional) and the projector."""
+    """Everything that trains: the steering MoE (optional), the projector and the auxiliary
+    CTC head (optional; only its blank and scale train)."""
 
-    def __init__(self, *, steering: SteeringMoE | None, projector: Projector) -> None:
+    def __init__(
+        self,
+        *,
+        steering: SteeringMoE | None,
+        projector: Projector,
+        ctc: CtcHead | None = None,
+        ctc_weight: float = 0.0,
+    ) -> None:
         super().__init__()
         self.steering = steering
         self.projector = projector
+        self.ctc = ctc
+        self.ctc_weight = ctc_weight
 
 
 @dataclass
@@ -185,13 +196,19 @@ class SteerMoEModel(nn.Module):
     def encode(
         self, features: torch.Tensor, feature_lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel (B, M, F) -> audio embeddings (B, A, H) and their mask (B, A)."""
+        """Log-mel (B, M, F) -> audio embeddings (B, A, H) in the LLM dtype and mask (B, A)."""
+        audio, audio_mask = self.project(features, feature_lengths)
+        return audio.to(self._llm_dtype), audio_mask
+
+    def project(
+        self, features: torch.Tensor, feature_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel (B, M, F) -> audio embeddings (B, A, H) in the projector's (fp32) dtype."""
         steering = self.trainable.steering
         if steering is not None:
             steering.stats.clear()
         hidden, mask = self.encoder(features, feature_lengths, steering=steering)  # B, T, D
-        audio, audio_mask = self.trainable.projector(hidden, mask)  # B, T, D -> B, A, H
-        return audio.to(self._llm_dtype), audio_mask
+        return self.trainable.projector(hidden, mask)  # B, T, D -> B, A, H
 
     @property
     def _llm_dtype(self) -> torch.dtype:
@@ -226,12 +243,13 @@ class SteerMoEModel(nn.Module):
         """Teacher-forced loss on target + end-of-turn tokens only.
 
         Returns:
-            ``loss`` (LM loss + weighted routing aux losses), ``lm_loss``, ``aux_loss``,
-            ``num_tokens`` (target tokens in the batch).
+            ``loss`` (LM loss + weighted routing aux losses + weighted CTC loss), ``lm_loss``,
+            ``aux_loss``, ``ctc_loss`` (0 without a CTC head), ``num_tokens`` (target tokens).
         """
         if batch.target_ids is None:
             raise ValueError("forward() needs target_ids; use generate() for inference")
-        audio, audio_mask = self.encode(batch.features, batch.feature_lengths)
+        projected, audio_mask = self.project(batch.features, batch.feature_lengths)
+        audio = projected.to(self._llm_dtype)
         embeds, labels = self._sequences(audio, audio_mask, batch, with_target=True)
         lengths = [e.shape[0] for e in embeds]
         width = max(lengths)
@@ -251,10 +269,18 @@ class SteerMoEModel(nn.Module):
         if self.trainable.steering is not None:
             aux = self.trainable.steering.aux_loss()
         loss = lm_loss if aux is None else lm_loss + aux
+        ctc_loss = torch.zeros(())
+        if self.trainable.ctc is not None:
+            n_end = len(self.template.end_ids)
+            texts = [t[: len(t) - n_end] for t in batch.target_ids]  # end-of-turn dropped
+            table = self.llm.get_input_embeddings().weight
+            ctc_loss = self.trainable.ctc(projected, audio_mask, texts, table)
+            loss = loss + self.trainable.ctc_weight * ctc_loss
         return {
             "loss": loss,
             "lm_loss": lm_loss.detach(),
             "aux_loss": (aux if aux is not None else torch.zeros(())).detach(),
+            "ctc_loss": ctc_loss.detach(),
             "num_tokens": where.sum().detach(),
         }
 

@@ -22,6 +22,9 @@ class Projector(nn.Module):
         pool: ``avg`` or ``max``.
         kind: ``linear`` (paper) or ``mlp`` (Linear -> GELU -> Linear, Ultravox-style).
         hidden: MLP hidden width (default H).
+        norm_gain: when given, an RMSNorm on the output whose learned gain starts at this
+            value (the RMS of the LLM's text embeddings), so audio tokens enter the LLM at
+            the scale of its own inputs; None = no norm.
     """
 
     def __init__(
@@ -33,6 +36,7 @@ class Projector(nn.Module):
         pool: Literal["avg", "max"] = "avg",
         kind: Literal["linear", "mlp"] = "linear",
         hidden: int | None = None,
+        norm_gain: float | None = None,
     ) -> None:
         super().__init__()
         self.stride = stride
@@ -45,6 +49,10 @@ class Projector(nn.Module):
             self.net = nn.Sequential(
                 nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
             )
+        self.norm: nn.Module | None = None
+        if norm_gain is not None:
+            self.norm = nn.RMSNorm(out_dim, eps=1e-6)
+            nn.init.constant_(self.norm.weight, float(norm_gain))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T, D), mask (B, T) -> (B, ceil(T/S), H), mask (B, ceil(T/S)).
@@ -67,4 +75,7 @@ class Projector(nn.Module):
             pooled = torch.where(m.sum(2) > 0, pooled, torch.zeros_like(pooled))
         new_mask = m.squeeze(-1).amax(2) > 0  # B, T'/S
         dtype = next(self.net.parameters()).dtype  # fp32 master weights beside bf16 backbones
-        return self.net(pooled.to(dtype)), new_mask  # B, T/S, D -> B, T/S, H
+        out = self.net(pooled.to(dtype))  # B, T/S, D -> B, T/S, H
+        if self.norm is not None:
+            out = self.norm(out)
+        return out, new_mask

@@ -18,6 +18,7 @@ import torch
 AUDIO = "\x00AUDIO\x00"
 INSTRUCTION = "\x00INSTRUCTION\x00"
 TARGET = "\x00TARGET\x00"
+SYSTEM = "\x00SYSTEM\x00"
 
 FALLBACK_TEMPLATE = "System: {system}\nUser: {audio}\n{instruction}\nAssistant: "
 
@@ -44,10 +45,44 @@ class PromptTemplate:
         return torch.tensor([*ids, *self.end_ids], dtype=torch.long)
 
 
-def build_template(tokenizer, system_prompt: str) -> PromptTemplate:
-    """Render the LLM's chat template around placeholders and split it into token pieces."""
+def _without_system_turn(text: str, after_target: str, tokenizer) -> str:
+    """Cut the turn holding the :data:`SYSTEM` placeholder out of a rendered prompt.
+
+    The turn runs from the start (after a BOS token that is not itself the turn opener, as
+    Llama 3's ``<|begin_of_text|>``) to the first end-of-turn marker after the placeholder
+    (the first special token after a target in a rendered answer, or a newline for plain
+    templates), and the whitespace after it.
+    """
+    at = text.index(SYSTEM)
+    start = 0
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos) and len(bos) <= at:
+        header = text[len(bos) : at]
+        if any(header.startswith(t) for t in tokenizer.all_special_tokens if t):
+            start = len(bos)
+    rest = text[at + len(SYSTEM) :]
+    special = [t for t in tokenizer.all_special_tokens if t and t in after_target]
+    marks = [(after_target.index(t), t) for t in special]
+    if marks:
+        end_mark = min(marks)[1]
+        cut = rest.index(end_mark) + len(end_mark) if end_mark in rest else 0
+    else:
+        cut = rest.index("\n") + 1 if "\n" in rest else 0
+    while cut < len(rest) and rest[cut] in " \n":
+        cut += 1
+    return text[:start] + rest[cut:]
+
+
+def build_template(tokenizer, system_prompt: str | None) -> PromptTemplate:
+    """Render the LLM's chat template around placeholders and split it into token pieces.
+
+    ``system_prompt`` None or "" gives a prompt without any system turn: the turn is rendered
+    around a placeholder and then cut out, so a default system turn that a chat template
+    inserts when none is given (SmolLM2's does) is not there either.
+    """
+    system = system_prompt or SYSTEM
     messages = [
-        {"role": "system", "content": system_prompt},
+        {"role": "system", "content": system},
         {"role": "user", "content": f"{AUDIO}\n{INSTRUCTION}"},
     ]
     if getattr(tokenizer, "chat_template", None):
@@ -57,8 +92,10 @@ def build_template(tokenizer, system_prompt: str) -> PromptTemplate:
         )
         after_target = full.split(TARGET, 1)[1]
     else:
-        text = FALLBACK_TEMPLATE.format(system=system_prompt, audio=AUDIO, instruction=INSTRUCTION)
+        text = FALLBACK_TEMPLATE.format(system=system, audio=AUDIO, instruction=INSTRUCTION)
         after_target = tokenizer.eos_token or ""
+    if not system_prompt:
+        text = _without_system_turn(text, after_target, tokenizer)
     prefix, rest = text.split(AUDIO, 1)
     mid, suffix = rest.split(INSTRUCTION, 1)
 

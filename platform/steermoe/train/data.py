@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from steermoe import env
-from steermoe.config import Config, DataConfig
+from steermoe.config import Config, CurriculumStage, DataConfig
 from steermoe.data.audio import AudioError, load_audio
 from steermoe.data.examples import Example
 from steermoe.data.sampler import LengthBucketSampler
@@ -93,8 +93,25 @@ def load_batch(examples: list[Example], data: DataConfig, max_s: float | None = 
     return Loaded(kept, audios, skipped)
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One curriculum stage as the stream runs it: indices into the training examples."""
+
+    index: int
+    first_step: int
+    # Steps in this stage; None = open-ended (the last stage).
+    steps: int | None
+    members: list[int]
+
+
 class TrainStream:
-    """Endless, resumable stream of this rank's training batches (epoch after epoch)."""
+    """Endless, resumable stream of this rank's training batches, curriculum stage by stage.
+
+    Each stage gets its own :class:`LengthBucketSampler` over the examples it admits (its
+    tasks and clip length); batches are bucketed by ``lengths`` (estimated sequence tokens
+    when given, else seconds) and, with ``task_batches``, never mix tasks. The position
+    (stage, batches consumed, sampler epoch and index) is in :meth:`state_dict`.
+    """
 
     def __init__(
         self,
@@ -105,32 +122,131 @@ class TrainStream:
         world_size: int,
         seed: int,
         data: DataConfig,
+        lengths: list[float] | None = None,
+        curriculum: tuple[CurriculumStage, ...] = (),
+        task_batches: bool = True,
+        grad_accum: int = 1,
     ) -> None:
         self.examples = examples
         self.data = data
-        self.sampler = LengthBucketSampler(
-            [ex.duration_s for ex in examples],
-            batch_size,
-            rank=rank,
-            world_size=world_size,
-            seed=seed,
-        )
+        self.lengths = lengths if lengths is not None else [ex.duration_s for ex in examples]
+        self.task_batches = task_batches
+        self.grad_accum = grad_accum
+        self._sampler_args = {
+            "batch_size": batch_size,
+            "rank": rank,
+            "world_size": world_size,
+            "seed": seed,
+        }
+        self.stages = plan_stages(examples, curriculum)
+        self.batches_done = 0
+        self.stage = self.stages[0]
+        self.sampler = self._sampler(self.stage)
+        self._batches: Iterator[list[int]] | None = None
         self.skipped = 0
 
+    def _sampler(self, stage: Stage) -> LengthBucketSampler:
+        return LengthBucketSampler(
+            [self.lengths[i] for i in stage.members],
+            groups=[self.examples[i].task for i in stage.members] if self.task_batches else None,
+            **self._sampler_args,
+        )
+
+    def stage_for(self, step: int) -> Stage:
+        """The stage that optimizer step ``step`` (0-based) trains in."""
+        for stage in self.stages:
+            if stage.steps is None or step < stage.first_step + stage.steps:
+                return stage
+        return self.stages[-1]
+
     def state_dict(self) -> dict:
-        return self.sampler.state_dict()
+        return {
+            "stage": self.stage.index,
+            "batches_done": self.batches_done,
+            "sampler": self.sampler.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state)
+        """Continue at the saved stage and batch.
+
+        Raises:
+            ValueError: the state names a stage this curriculum does not have, or its sampler
+                order differs (other data, batch size, seed or world size).
+        """
+        index = int(state.get("stage", 0))
+        if not 0 <= index < len(self.stages):
+            raise ValueError(
+                f"sampler state is in curriculum stage {index}, this run has "
+                f"{len(self.stages)} stage(s)"
+            )
+        self.stage = self.stages[index]
+        self.sampler = self._sampler(self.stage)
+        self.sampler.load_state_dict(state["sampler"])
+        self._batches = None
+        self.batches_done = int(state.get("batches_done", 0))
 
     def __iter__(self) -> Iterator[Loaded]:
         while True:
-            for indices in self.sampler:
-                loaded = load_batch([self.examples[i] for i in indices], self.data)
-                self.skipped += len(loaded.skipped)
-                if loaded.examples:
-                    yield loaded
-            self.sampler.set_epoch(self.sampler.epoch + 1)
+            stage = self.stage_for(self.batches_done // self.grad_accum)
+            if stage.index != self.stage.index:
+                self.stage, self.sampler, self._batches = stage, self._sampler(stage), None
+                print(f"[train] curriculum stage {stage.index} from step {stage.first_step}")
+            if self._batches is None:
+                self._batches = iter(self.sampler)
+            indices = next(self._batches, None)
+            if indices is None:  # the epoch is over
+                self.sampler.set_epoch(self.sampler.epoch + 1)
+                self._batches = None
+                continue
+            members = self.stage.members  # the sampler indexes the stage's members
+            loaded = load_batch([self.examples[members[i]] for i in indices], self.data)
+            self.skipped += len(loaded.skipped)
+            if loaded.examples:
+                self.batches_done += 1
+                yield loaded
+
+
+def plan_stages(examples: list[Example], curriculum: tuple[CurriculumStage, ...]) -> list[Stage]:
+    """Indices of the examples each stage admits (its tasks, clips up to its length).
+
+    Raises:
+        DataError: a stage admits no example (the message names the stage).
+    """
+    if not curriculum:
+        return [Stage(0, 0, None, list(range(len(examples))))]
+    stages, first = [], 0
+    for k, spec in enumerate(curriculum):
+        limit = spec.max_audio_s or float("inf")
+        members = [
+            i for i, ex in enumerate(examples) if ex.task in spec.tasks and ex.duration_s <= limit
+        ]
+        if not members:
+            raise DataError(
+                f"train.curriculum.{k}: no training example has a task in {list(spec.tasks)}"
+                + (f" and a clip of at most {spec.max_audio_s} s" if spec.max_audio_s else "")
+            )
+        stages.append(Stage(k, first, spec.steps, members))
+        first += spec.steps or 0
+    return stages
+
+
+def sequence_lengths(examples: list[Example], tokenizer, default_instruction: str, stride: int):
+    """Estimated LLM sequence length of every example: audio tokens (50 encoder frames per
+    second pooled by ``stride``) + instruction tokens + target tokens."""
+    texts = [instruction(ex, default_instruction) for ex in examples]
+    prompt = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    target = tokenizer([ex.target for ex in examples], add_special_tokens=False)["input_ids"]
+    return [
+        ex.duration_s * 50 / stride + len(p) + len(t) for ex, p, t in zip(examples, prompt, target)
+    ]
+
+
+def target_vocabulary(examples: list[Example], tokenizer, end_ids=()) -> list[int]:
+    """Distinct LLM token ids of the training targets (the default CTC vocabulary)."""
+    ids: set[int] = set(end_ids)
+    for row in tokenizer([ex.target for ex in examples], add_special_tokens=False)["input_ids"]:
+        ids.update(row)
+    return sorted(ids)
 
 
 def instruction(ex: Example, default: str) -> str:

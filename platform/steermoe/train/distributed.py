@@ -19,7 +19,13 @@ def ds_config(config: Config, *, bf16: bool) -> dict:
     unscaled gradients before every optimizer step.
     """
     t = config.train
+    extra = {}
+    if bf16 and config.model.encoder_dtype == "float32":
+        # DeepSpeed casts the whole module to bf16; the encoder (and its steered residual
+        # stream) stays fp32 as configured.
+        extra["data_types"] = {"keep_in_fp32_modules": [r"^encoder\."]}
     return {
+        **extra,
         "train_micro_batch_size_per_gpu": t.batch_size,
         "gradient_accumulation_steps": t.grad_accum,
         "gradient_clipping": t.optim.grad_clip or 0.0,

@@ -20,13 +20,21 @@ import torch
 
 from evaluators import asr
 from steermoe import env
-from steermoe.config import Config, validate
+from steermoe.config import Config, flatten, to_dict, validate
 from steermoe.data.examples import Example
 from steermoe.model import build_model, save_checkpoint
 from steermoe.model.checkpoint import local_checkpoint, warm_start
 from steermoe.optim import build_optimizer, build_scheduler
 from steermoe.train import distributed
-from steermoe.train.data import TrainStream, load_batch, load_split, teacher_forced_batch
+from steermoe.train.data import (
+    Loaded,
+    TrainStream,
+    load_batch,
+    load_split,
+    sequence_lengths,
+    target_vocabulary,
+    teacher_forced_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,7 @@ def train_fn_per_worker(train_config: dict) -> None:
     device = _device(t.use_gpu, ctx.get_local_rank())
 
     model = build_model(config.model, device=device, seed=t.seed)
-    if t.init_from:
+    if t.init_from and not (t.resume_from or ray.train.get_checkpoint()):
         loaded, skipped = warm_start(model, local_checkpoint(t.init_from))
         if rank == 0:
             print(
@@ -69,12 +77,34 @@ def train_fn_per_worker(train_config: dict) -> None:
         world_size=world_size,
         seed=t.seed,
         data=config.data,
+        lengths=sequence_lengths(
+            train_examples,
+            model.tokenizer,
+            config.model.default_instruction,
+            config.model.projector.stride,
+        ),
+        curriculum=t.curriculum,
+        task_batches=t.task_batches,
+        grad_accum=t.grad_accum,
     )
+    ctc = model.trainable.ctc
+    if ctc is not None:
+        vocab_size = model.llm.get_input_embeddings().weight.shape[0]
+        if config.model.ctc.vocabulary == "targets":
+            ids = target_vocabulary(train_examples, model.tokenizer)
+            ctc.set_vocabulary(ids, vocab_size)
+        else:
+            ctc.set_vocabulary(None, vocab_size)
     optimizer = build_optimizer(model, t.optim)
     scheduler = build_scheduler(optimizer, t.optim, t.max_steps)
     engine, optimizer, scheduler = distributed.init(config, model, optimizer, scheduler, device)
 
-    step, restarts, last_report = _resume(engine, stream, ray.train.get_checkpoint())
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and t.resume_from:
+        checkpoint = ray.train.Checkpoint.from_directory(str(resume_folder(t.resume_from)))
+        if rank == 0:
+            print(f"[train] no checkpoint in this run's storage: continuing {t.resume_from}")
+    step, restarts, last_report = _resume(engine, stream, checkpoint, config)
     # The restored checkpoint's report goes out again with the next one: if the previous
     # driver died between persisting it and logging it, MLflow still gets it (exactly once).
     backfill = [last_report] if last_report else []
@@ -94,6 +124,7 @@ def train_fn_per_worker(train_config: dict) -> None:
     batches = iter(stream)
     history: list[dict] = []
     window_loss, window_tokens, window_samples = 0.0, 0, 0
+    window_ctc, window_batches = 0.0, 0
     window_start = time.perf_counter()
     train_time = 0.0
     model.train()
@@ -109,23 +140,28 @@ def train_fn_per_worker(train_config: dict) -> None:
             n_tokens = int(out["num_tokens"])
             window_loss += float(out["lm_loss"]) * n_tokens
             window_tokens += n_tokens
+            window_ctc += float(out["ctc_loss"])
+            window_batches += 1
             window_samples += len(loaded.examples)
         step += 1
         train_time += time.perf_counter() - step_start
 
         if step % t.log_every == 0 or step % t.eval_every == 0 or step == t.max_steps:
             (loss,) = distributed.all_mean([window_loss / max(window_tokens, 1)], window_tokens)
-            history.append(
-                {
-                    "step": step,
-                    "train_loss": loss,
-                    "lr": lr,
-                    "grad_norm": _grad_norm(engine),
-                }
-            )
+            (ctc_loss,) = distributed.all_mean([window_ctc / max(window_batches, 1)], 1.0)
+            entry = {"step": step, "train_loss": loss, "lr": lr, "grad_norm": _grad_norm(engine)}
+            if ctc is not None:
+                entry["train_ctc_loss"] = ctc_loss
+            entry["stage"] = stream.stage.index
+            history.append(entry)
             if rank == 0:
-                print(f"[train] step {step}/{t.max_steps} loss {loss:.4f}", flush=True)
-            window_loss, window_tokens = 0.0, 0
+                shown = f" ctc {ctc_loss:.4f}" if ctc is not None else ""
+                print(
+                    f"[train] step {step}/{t.max_steps} loss {loss:.4f}{shown} "
+                    f"stage {stream.stage.index}",
+                    flush=True,
+                )
+            window_loss, window_tokens, window_ctc, window_batches = 0.0, 0, 0.0, 0
 
         if step % t.eval_every == 0 or step == t.max_steps:
             model.eval()
@@ -138,6 +174,7 @@ def train_fn_per_worker(train_config: dict) -> None:
                     "step": step,
                     "epoch": stream.sampler.epoch,
                     "train_loss": history[-1]["train_loss"],
+                    "curriculum_stage": stream.stage.index,
                     "samples_per_s": samples * world_size / max(train_time, 1e-9),
                     "samples_per_s_wall": samples * world_size / max(elapsed, 1e-9),
                     "skipped_examples": stream.skipped,
@@ -155,6 +192,24 @@ def train_fn_per_worker(train_config: dict) -> None:
             if rank == 0:
                 shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("val_")}
                 print(f"[train] step {step}: {shown}", flush=True)
+
+
+RESUME_DIR = "resume"
+
+
+def resume_folder(ref: str) -> Path:
+    """Folder of a saved run state: ``embedded:<name>`` -> its shipped ``resume/`` folder.
+
+    Raises:
+        FileNotFoundError: no ``train_state.json`` there.
+    """
+    if ref.startswith(env.EMBEDDED_PREFIX):
+        folder = env.EMBEDDED_CHECKPOINTS / ref[len(env.EMBEDDED_PREFIX) :] / RESUME_DIR
+    else:
+        folder = Path(ref).expanduser()
+    if not (folder / STATE_FILE).is_file():
+        raise FileNotFoundError(f"train.resume_from: no saved run state ({STATE_FILE}) in {folder}")
+    return folder
 
 
 def validation_slice(examples: list[Example], n: int) -> list[Example]:
@@ -193,12 +248,17 @@ def validate_quick(
     """Validation loss over the slice plus greedy-decoded scores per task.
 
     ``val_wer`` (ASR), ``val_aqa_accuracy`` and ``val_fc_accuracy`` are computed with the
-    same evaluators as the full evaluation. Each rank takes a disjoint shard; losses are
-    token-weighted across ranks and predictions gathered so every rank gets the same scores.
+    same evaluators as the full evaluation. ``val_audio_gain`` is the validation loss with
+    each clip's audio swapped for another clip's of its batch, minus ``val_loss`` (nats per
+    token): near 0 the LLM only learns the text prior, it grows as the model listens.
+    ``val_audio_norm`` is the mean L2 norm of the audio tokens (the LLM's text embeddings have
+    ``text_embedding_norm``). Each rank takes a disjoint shard; losses are token-weighted
+    across ranks and predictions gathered so every rank gets the same scores.
     """
     shard = examples[rank::world_size]
     bs = config.train.batch_size
     loss_sum, tokens = 0.0, 0
+    swapped_sum, swapped_tokens, norm_sum, norm_count = 0.0, 0, 0.0, 0
     rows: list[tuple[Example, str]] = []
     for i in range(0, len(shard), bs):
         loaded = load_batch(shard[i : i + bs], config.data, model.max_audio_s)
@@ -208,13 +268,39 @@ def validate_quick(
         out = model(batch)
         loss_sum += float(out["lm_loss"]) * int(out["num_tokens"])
         tokens += int(out["num_tokens"])
+        if len(loaded.examples) > 1:
+            swapped = swapped_audio_batch(model, loaded, config.model.default_instruction, device)
+            out_swapped = model(swapped)
+            n = int(out["num_tokens"])  # same targets, same count
+            swapped_sum += (float(out_swapped["lm_loss"]) - float(out["lm_loss"])) * n
+            swapped_tokens += n
+        audio, mask = model.project(batch.features, batch.feature_lengths)
+        norms = audio.float().norm(dim=-1)[mask]
+        norm_sum += float(norms.sum())
+        norm_count += int(norms.numel())
         gen = model.generate(batch, max_new_tokens=config.eval.max_new_tokens)
         rows += list(zip(loaded.examples, gen.texts))
     (val_loss,) = distributed.all_mean([loss_sum / max(tokens, 1)], tokens)
-    metrics = {"val_loss": val_loss}
+    (gain,) = distributed.all_mean([swapped_sum / max(swapped_tokens, 1)], swapped_tokens)
+    (norm,) = distributed.all_mean([norm_sum / max(norm_count, 1)], norm_count)
+    table = model.llm.get_input_embeddings().weight
+    metrics = {
+        "val_loss": val_loss,
+        "val_audio_gain": gain,
+        "val_audio_norm": norm,
+        "text_embedding_norm": float(table.detach().float().norm(dim=-1).mean()),
+    }
     every = [r for part in distributed.all_gather(rows) for r in part]
     metrics.update(task_scores(every))
     return metrics
+
+
+def swapped_audio_batch(model, loaded, default_instruction: str, device):
+    """The same batch with each example's audio replaced by the next example's (rotated)."""
+    audios = loaded.audios[1:] + loaded.audios[:1]
+    return teacher_forced_batch(
+        model, Loaded(loaded.examples, audios, []), default_instruction, device
+    )
 
 
 def task_scores(rows: list[tuple[Example, str]]) -> dict[str, float]:
@@ -281,7 +367,9 @@ def _save_and_report(
         if rank == 0:
             with _gathered(model, config):
                 save_checkpoint(model, config.model, root / MODEL_DIR, extra={"step": step})
-            (root / STATE_FILE).write_text(json.dumps({"step": step, "tag": tag}))
+            (root / STATE_FILE).write_text(
+                json.dumps({"step": step, "tag": tag, "config": to_dict(config)})
+            )
             (root / METRICS_FILE).write_text(json.dumps({**metrics, "backfill": "[]"}))
         distributed.barrier()
         ray.train.report(
@@ -301,7 +389,50 @@ def _gathered(model, config: Config):
     return contextlib.nullcontext()
 
 
-def _resume(engine, stream: TrainStream, checkpoint) -> tuple[int, int, dict | None]:
+# Settings a run may change when it is continued: how long, how often, where it reports.
+RESUMABLE_CHANGES = (
+    "train.max_steps",
+    "train.eval_every",
+    "train.log_every",
+    "train.keep_checkpoints",
+    "train.max_failures",
+    "train.storage_path",
+    "train.resume_from",
+    "train.init_from",
+    "data.max_validation_examples",
+    "model.num_threads",
+    "eval.",
+    "serve.",
+    "sweep.",
+    "mlflow.",
+)
+
+
+def check_resumable(saved: dict, config: Config) -> None:
+    """Fail when a run is continued with settings that change what it trains.
+
+    Raises:
+        ValueError: naming every key whose value differs from the checkpoint's config.
+    """
+    before, now = flatten(saved), flatten(to_dict(config))
+    # Keys the checkpoint does not know came with a newer version and keep their defaults.
+    changed = sorted(
+        key
+        for key in set(before) & set(now)
+        if before[key] != now[key] and not key.startswith(RESUMABLE_CHANGES)
+    )
+    if changed:
+        shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:8])
+        raise ValueError(
+            f"cannot continue run {config.train.name!r}: its checkpoint was trained with other "
+            f"settings ({shown}); continue with the same config, or start a new run with "
+            f"another train.name (train.init_from=<checkpoint> warm-starts it)"
+        )
+
+
+def _resume(
+    engine, stream: TrainStream, checkpoint, config: Config
+) -> tuple[int, int, dict | None]:
     """Restore engine (trainable weights, optimizer, scheduler) and data order.
 
     Returns:
@@ -312,6 +443,8 @@ def _resume(engine, stream: TrainStream, checkpoint) -> tuple[int, int, dict | N
         return 0, 0, None
     with checkpoint.as_directory() as folder:
         state = json.loads((Path(folder) / STATE_FILE).read_text())
+        if "config" in state:
+            check_resumable(state["config"], config)
         metrics_file = Path(folder) / METRICS_FILE
         last = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
         path, client = engine.load_checkpoint(
