@@ -105,6 +105,7 @@ def compare_cpu(config: Config, *, rounds: int) -> dict[str, list[float]]:
     model = build_model(config.model, seed=config.train.seed)
     initial = {k: v.clone() for k, v in model.trainable.state_dict().items()}
     out: dict[str, list[float]] = {"bare": [], "platform": []}
+    env.ensure_ray_token()
     ray.init(
         address="local",
         num_cpus=2,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from jobs._cli import parse
 from jobs.demo_requests import ask_all, summary
+from steermoe.env import ensure_ray_token
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"something already answers at {DASHBOARD}; stop that Ray cluster first "
                 "(ray stop) or free port 8265",
             )
+        ensure_ray_token()  # `ray start` does not create a missing token
         run(
             "cluster",
             [

@@ -14,12 +14,33 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_demo_pipeline_on_the_tiny_twin(tmp_path):
+def test_demo_pipeline_on_the_tiny_twin_with_an_empty_home(tmp_path):
+    """As on a fresh machine: HOME is an empty folder (no ~/.ray token, no ~/.cache, no
+    ~/.config); only the converted backbones are shared through STEERMOE_CACHE."""
     import mlflow
 
+    from steermoe import env as steermoe_env
+
     db = tmp_path / "mlflow.db"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}"}
-    env.pop("DEMO_KEEP_SERVING", None)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
+        "HOME": str(home),
+        "STEERMOE_CACHE": str(steermoe_env.cache_dir()),
+    }
+    for key in (
+        "DEMO_KEEP_SERVING",
+        "RAY_AUTH_TOKEN",
+        "RAY_AUTH_TOKEN_PATH",
+        "XDG_CACHE_HOME",
+        "XDG_CONFIG_HOME",
+        "MLFLOW_TRACKING_URI",
+        "RAY_ADDRESS",
+        "PIP_CONFIG_FILE",
+    ):
+        env.pop(key, None)
     proc = subprocess.run(
         [
             sys.executable,
@@ -36,6 +57,11 @@ def test_demo_pipeline_on_the_tiny_twin(tmp_path):
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
+    # The token Ray's CLI reads was created for the cluster, private, and never printed.
+    token = home / ".ray" / "auth_token"
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert f"created a new token in {token}" in out
+    assert token.read_text().strip() not in out
     for n in range(1, 7):
         assert "=== [" in out and f"{n}/6" in out
     assert "[transcription]" in out and "prediction:" in out

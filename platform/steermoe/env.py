@@ -71,3 +71,50 @@ def embedded_checkpoints() -> list[str]:
     if not EMBEDDED_CHECKPOINTS.is_dir():
         return []
     return sorted(p.parent.name for p in EMBEDDED_CHECKPOINTS.glob("*/steermoe.json"))
+
+
+def ray_token_path() -> Path:
+    """The token file Ray's CLI and clients read: ``$RAY_AUTH_TOKEN_PATH`` or
+    ``~/.ray/auth_token``."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+_TOKEN_REPORTED: set[str] = set()
+
+
+def ensure_ray_token() -> Path | None:
+    """Make sure a local cluster started with token authentication has its token.
+
+    ``ray start --head`` with ``RAY_AUTH_MODE=token`` does not create a missing token (only
+    ``ray.init()`` does, readable by every user). This creates it, as 64 random hex digits in
+    the file Ray's CLI reads, with mode 0600 in a 0700 folder, and says once per process where
+    the token is (never the token itself). Nothing is done when ``RAY_AUTH_TOKEN`` holds the
+    token or ``RAY_AUTH_MODE`` is not ``token`` (set by the caller; unset means token auth).
+
+    Returns:
+        The token file, or None when no file is involved.
+    """
+    import secrets
+
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_MODE", "token") != "token":
+        return None
+    path = ray_token_path()
+    created = False
+    if not path.is_file():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+            created = True
+    if str(path) not in _TOKEN_REPORTED:
+        _TOKEN_REPORTED.add(str(path))
+        what = "created a new token" if created else "using the token"
+        print(
+            f"[ray] token authentication: {what} in {path}; CLI calls need RAY_AUTH_MODE=token",
+            flush=True,
+        )
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from steermoe import env
 from steermoe.config import Config
 from steermoe.serve.args import ServeArgs
 
@@ -26,6 +27,7 @@ def connect_ray(*, num_cpus: int | None = None) -> bool:
         return False
     # env.apply_defaults() sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: a local node stays on
     # 127.0.0.1 (dashboard included), and Ray's token authentication stays on.
+    env.ensure_ray_token()
     ray.init(num_cpus=num_cpus, include_dashboard=False)
     return True
 

@@ -36,11 +36,16 @@ def storage_path(config: Config) -> Path:
 
 
 def check_init_from(config: Config) -> None:
-    """Fail before any cluster work when ``train.init_from`` names no readable checkpoint."""
+    """Fail before any cluster work when ``train.init_from`` names no readable checkpoint or
+    ``train.resume_from`` no saved run state."""
     if config.train.init_from:
         from steermoe.model.checkpoint import local_checkpoint, read_header
 
         read_header(local_checkpoint(config.train.init_from))
+    if config.train.resume_from:
+        from steermoe.train.loop import resume_folder
+
+        resume_folder(config.train.resume_from)
 
 
 def build_trainer(config: Config, *, callbacks: list | None = None):
@@ -122,5 +127,47 @@ def local_ray_kwargs() -> dict:
 
     if os.environ.get("RAY_ADDRESS"):
         return {"address": os.environ["RAY_ADDRESS"]}
+    env.ensure_ray_token()
     # The dashboard (127.0.0.1 only) also serves the state API Ray Train's controller polls.
     return {"include_dashboard": True, "dashboard_host": "127.0.0.1"}
+
+
+def latest_checkpoint(config: Config) -> Path:
+    """The newest checkpoint folder of run ``train.name`` in its storage.
+
+    Raises:
+        FileNotFoundError: the run has reported no checkpoint yet.
+    """
+    folder = storage_path(config) / config.train.name
+    found = sorted(folder.glob("checkpoint_step*"))
+    if not found:
+        raise FileNotFoundError(f"run {config.train.name!r} has no checkpoint in {folder}")
+    return found[-1]
+
+
+def ship(config: Config, dest: str | Path) -> tuple[Path, dict]:
+    """Copy a run's newest checkpoint to ``dest``: the trainable-only checkpoint at the top
+    (loadable as a checkpoint folder or ``embedded:<name>``) and the full run state (DeepSpeed
+    optimizer shards, scheduler, sampler and curriculum position) in ``dest/resume``, so
+    ``train.resume_from`` continues it exactly on another machine.
+
+    Returns:
+        (the source checkpoint folder, the metrics reported with it).
+    """
+    import json
+
+    from steermoe.train.loop import DEEPSPEED_DIR, METRICS_FILE, RESUME_DIR, STATE_FILE
+
+    source = latest_checkpoint(config)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in (source / MODEL_DIR).iterdir():
+        shutil.copy2(f, dest / f.name)
+    resume = dest / RESUME_DIR
+    if resume.exists():
+        shutil.rmtree(resume)
+    resume.mkdir()
+    shutil.copytree(source / DEEPSPEED_DIR, resume / DEEPSPEED_DIR)
+    for name in (STATE_FILE, METRICS_FILE):
+        shutil.copy2(source / name, resume / name)
+    return source, json.loads((source / METRICS_FILE).read_text())

@@ -1,0 +1,46 @@
+"""Per-user state a fresh machine lacks: the Ray token is created privately, once."""
+
+from __future__ import annotations
+
+import pytest
+
+from steermoe import env
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    env._TOKEN_REPORTED.clear()
+    return tmp_path
+
+
+def test_missing_token_is_created_private_and_never_printed(home, capsys):
+    path = env.ensure_ray_token()
+    assert path == home / ".ray" / "auth_token"
+    token = path.read_text()
+    assert len(token) == 64 and int(token, 16) >= 0
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    out = capsys.readouterr().out
+    assert f"created a new token in {path}" in out and token not in out
+    # Again: the same token is kept, and nothing more is said.
+    assert env.ensure_ray_token() == path and path.read_text() == token
+    assert capsys.readouterr().out == ""
+
+
+def test_existing_token_is_used_and_other_locations_respected(home, monkeypatch, capsys):
+    other = home / "elsewhere" / "tok"
+    other.parent.mkdir()
+    other.write_text("abc")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(other))
+    assert env.ensure_ray_token() == other and other.read_text() == "abc"
+    assert "using the token in" in capsys.readouterr().out
+    assert not (home / ".ray").exists()
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "in-the-environment")
+    assert env.ensure_ray_token() is None
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
+    assert env.ensure_ray_token() is None and not (home / ".ray").exists()
