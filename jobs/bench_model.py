@@ -128,7 +128,7 @@ def batched_vs_loop(
 def param_counts(
     *, dim: int, layers: int, llm_dim: int, experts: tuple[int, ...] = (2, 4, 8)
 ) -> list[dict[str, int]]:
-    """Trainable parameters for N experts: the built modules and the DESIGN.md arithmetic.
+    """Trainable parameters for N experts: the built modules and the method's arithmetic.
 
     Each row: ``experts``, ``built`` (parameters of the platform's own
     :func:`~steermoe.model.build.build_trainable`) and the formula's parts and ``total``.
@@ -137,7 +137,8 @@ def param_counts(
 
     rows = []
     for n in experts:
-        cfg = ModelConfig(steering={"num_experts": n})
+        # The paper's module: no projector output norm (its H gains are not in the formula).
+        cfg = ModelConfig(steering={"num_experts": n}, projector={"norm": "none"})
         trainable, _ = build_trainable(cfg, encoder_dim=dim, encoder_layers=layers, llm_dim=llm_dim)
         formula = steering_param_count(dim=dim, layers=layers, experts=n, llm_dim=llm_dim)
         rows.append({"experts": n, "built": count_trainable(trainable), **formula})
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"+ projector {row['projector']:,}  [{check}]"
             )
     print(
-        "    DESIGN.md / issue 6: the steering checkpoint is 'about a megabyte' for the default"
+        "    Expected: the steering checkpoint is 'about a megabyte' for the default"
         " model; large shapes train ~5 M parameters against ~8.3 B frozen (0.64 B + 7.6 B)."
     )
     return 0

@@ -15,6 +15,18 @@ Tiny backbones (default, about three minutes on 2 cores), or Whisper base + Smol
     python -m jobs.bench_train
     python -m jobs.bench_train --backbone real --steps 4 --rounds 2
 
+(c) CPU, ``--recipes``: clips/s of the old and the new reference recipe side by side in one
+run, on the real backbones and the reference suites, with the bare loop of (a) (one process;
+rounds alternate). Old: 18-token system turn, 1 thread, batches bucketed by audio seconds with
+tasks mixed, no CTC head or projector norm, bf16 encoder. New: ``jobs/configs/reference.yaml``
+(no system turn, 2 threads, single-task batches bucketed by sequence tokens, compact tool
+lists, CTC head, norm,
+fp32 encoder). Measured on the mixed ASR+AQA+FC suites (target >= 3x) and, for the new
+recipe, on ASR batches alone (target >= 6 clips/s with 2 threads)::
+
+    python -m jobs.build_data jobs/configs/data_reference.yaml
+    python -m jobs.bench_train --recipes --steps 12 --rounds 1
+
 GPU node (runs (b) only unless ``--cpu-compare``)::
 
     python -m jobs.bench_train --gpu-batch 16 --gpu-steps 10
@@ -266,6 +278,50 @@ def gpu_throughput(
     }
 
 
+# The reference recipe before the module learned to listen (as shipped up to 0.1.0).
+OLD_RECIPE = [
+    "model.system_prompt=You are a helpful assistant that listens to audio.",
+    "model.num_threads=1",
+    "model.projector.norm=none",
+    "model.ctc.weight=0",
+    "model.encoder_dtype=same",
+    "model.tool_prompt=full",
+    "train.task_batches=false",
+    "train.bucket_by=seconds",
+]
+MIXED = ["data.train=[asr/train.jsonl, aqa/train.jsonl, fc/train.jsonl]", "train.curriculum=[]"]
+ASR_ONLY = ["data.train=[asr/train.jsonl]", "train.curriculum=[]"]
+
+
+def compare_recipes(*, steps: int, warmup: int, rounds: int) -> dict[str, list[float]]:
+    """(c) clips/s of the old recipe (mixed suites), the new one (mixed) and the new one on
+    ASR batches, one model per recipe, sides alternating within each round."""
+    from steermoe.model import build_model
+
+    reference = "jobs/configs/reference.yaml"
+    sides = {
+        "old, mixed": load_config(reference, [*OLD_RECIPE, *MIXED]),
+        "new, mixed": load_config(reference, MIXED),
+        "new, ASR": load_config(reference, ASR_ONLY),
+    }
+    models = {}
+    out: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, config in sides.items():
+            torch.set_num_threads(config.model.num_threads)
+            key = name.split(",")[0]
+            if key not in models:
+                models[key] = build_model(config.model, seed=config.train.seed)
+            timing = bare_train_loop(config, steps=steps, warmup_steps=warmup, model=models[key])
+            out[name].append(timing.samples / timing.seconds)
+            print(
+                f"    {name}: {out[name][-1]:.2f} clips/s ({timing.step_s:.2f} s/step, "
+                f"{config.model.num_threads} thread(s))",
+                flush=True,
+            )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -282,9 +338,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-tokens", type=int, default=32)
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing")
     parser.add_argument("--force-gpu-part", action="store_true", help="run (b) on CPU too")
+    parser.add_argument("--recipes", action="store_true", help="run (c) only")
     args = parser.parse_args(argv)
     env.apply_defaults()
     cuda = torch.cuda.is_available()
+
+    if args.recipes:
+        steps = args.steps or 12
+        print(f"device: {device_label(torch.device('cpu'))}")
+        print(f"(c) reference recipes, real backbones, batch 8; {steps} timed steps per side")
+        cps = compare_recipes(steps=steps, warmup=2, rounds=args.rounds)
+        med = {k: statistics.median(v) for k, v in cps.items()}
+        print(
+            f"\n(c) new / old recipe on the mixed suites: "
+            f"{med['new, mixed'] / med['old, mixed']:.2f}x (target >= 3); "
+            f"new recipe on ASR batches: {med['new, ASR']:.2f} clips/s (target >= 6)"
+        )
+        return 0
 
     if not cuda or args.cpu_compare:
         steps = args.steps or (50 if args.backbone == "tiny" else 4)

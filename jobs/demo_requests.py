@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+from evaluators import asr, audio_qa, function_calling
 from steermoe.config import Config
 from steermoe.data.heldout import DatasetUnavailable, librivox, named_dataset
 from steermoe.serve import client as api
@@ -14,8 +17,10 @@ def ask_all(base_url: str, config: Config) -> None:
     c = api.client(base_url, config.serve.api_key_env)
     name = config.serve.served_name
     clip = librivox()[0]
-    print(f"[transcription] {clip.audio_path}\n  reference:  {clip.target}")
-    print(f"  prediction: {api.transcribe(c, clip.audio_path, name)!r}")
+    text = api.transcribe(c, clip.audio_path, name)
+    wer = asr.score([text], [clip.target])["wer"]
+    print(f"[transcription] {clip.audio_path}\n  expected:   {clip.target}")
+    print(f"  prediction: {text!r}\n  {mark(wer <= 50)} WER {wer:.0f} % (a mark at <= 50 %)")
     root = data_root(config.data)
     for suite in ("synthetic-aqa", "synthetic-fc"):
         try:
@@ -31,6 +36,38 @@ def ask_all(base_url: str, config: Config) -> None:
         print(f"[{suite}] {ex.audio_path}\n  instruction: {text[:120]}")
         print(f"  expected:    {ex.target}")
         print(f"  answer:      {message.content!r}" + (f"  tool_calls: {calls}" if calls else ""))
+        print(
+            f"  {mark(is_right(suite, ex, message))} {'right' if is_right(suite, ex, message) else 'wrong'}"
+        )
+
+
+def mark(ok: bool) -> str:
+    return "✓" if ok else "✗"
+
+
+def is_right(suite: str, ex, message) -> bool:
+    """The leaderboard rule for the example: MMAU/exact match for AQA, BFCL AST for calls."""
+    if suite == "synthetic-aqa":
+        return (
+            audio_qa.score(
+                [message.content or ""],
+                [(ex.meta or {}).get("answers") or ex.target],
+                kind=[ex.kind or "open"],
+                choices=[ex.choices],
+            )["accuracy"]
+            == 1.0
+        )
+    calls = [
+        {"name": t.function.name, "arguments": json.loads(t.function.arguments or "{}")}
+        for t in message.tool_calls or []
+    ]
+    answer = json.dumps(calls) if calls else (message.content or "")
+    return (
+        function_calling.score(
+            [answer], [ex.expected_calls or []], [ex.tools or []], [ex.category]
+        )["accuracy"]
+        == 1.0
+    )
 
 
 def summary(uri: str, config: Config) -> str | None:

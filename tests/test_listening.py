@@ -255,3 +255,49 @@ def test_audio_gain_is_zero_for_identical_clips_and_reported(cache, tmp_path):
     assert [int(n) for n in swapped.feature_lengths] == [
         int(n) for n in model.collate(distinct[1:] + distinct[:1], [""] * 3).feature_lengths
     ]
+
+
+# ------------------------------------------------------------------------- tool prompts
+
+
+def test_compact_tool_prompt_keeps_signatures_and_replaces_only_the_tool_block():
+    from steermoe.data.tools import compact_instruction, tool_instruction
+    from steermoe.train.data import instruction
+
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Get the weather forecast for a city.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "location": {"type": "string", "description": "City name"},
+                        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                    },
+                    "required": ["location"],
+                },
+            },
+        }
+    ]
+    full = tool_instruction(tools)
+    compact = tool_instruction(tools, compact=True)
+    assert compact == (
+        'Tools:\n- get_weather(location: string, unit?: "celsius"|"fahrenheit")\n'
+        'Reply with the calls as a JSON list of {"name", "arguments"}, or [].'
+    )
+    assert len(compact) < len(full) / 1.5
+    assert compact_instruction(f"Be quick.\n{full}", tools) == f"Be quick.\n{compact}"
+    assert compact_instruction("Transcribe.", None) == "Transcribe."
+    ex = Example(
+        id="f",
+        audio_path="/x.wav",
+        duration_s=1.0,
+        task="fc",
+        instruction=full,
+        target="[]",
+        tools=tools,
+    )
+    assert instruction(ex, "Transcribe.", "compact") == compact
+    assert instruction(ex, "Transcribe.") == full

@@ -4,10 +4,10 @@ Every benchmark compares two sides *in one run*: both are warmed up, then called
 (A B, B A, A B, ...) so that drift in machine load hits both alike, and medians are reported
 together with their ratio and the device they ran on.
 
-Also here: the trainable-parameter arithmetic of DESIGN.md §2, a context manager that stops
-greedy decoding from ending early (fixed-length generation), and a plain single-process
-training step (AdamW groups, backward, clip, step; fp32 master weights under bf16) used as
-the bare-PyTorch baseline of the platform's training path.
+Also here: the trainable-parameter arithmetic of the method (README: SteerMoE Platform), a
+context manager that stops greedy decoding from ending early (fixed-length generation), and
+a plain single-process training step (AdamW groups, backward, clip, step; fp32 master
+weights under bf16) used as the bare-PyTorch baseline of the platform's training path.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def speech_windows(seconds: float, count: int, folder: str = LIBRIVOX) -> tuple[
 
 
 def steering_param_count(*, dim: int, layers: int, experts: int, llm_dim: int) -> dict[str, int]:
-    """Trainable parameters of SteerMoE with a linear projector (DESIGN.md §2).
+    """Trainable parameters of SteerMoE with a linear projector (README: SteerMoE Platform).
 
     router Linear(D -> L*N) with bias: D*L*N + L*N; vectors E: L*N*D; scales a: L;
     projector Linear(D -> H): D*H + H.
@@ -276,7 +276,7 @@ def bare_train_loop(
 ) -> LoopTiming:
     """The bare-PyTorch baseline of the platform's training loop, one process.
 
-    Same model config and seed, the same :class:`~steermoe.train.data.TrainStream` batches
+    Same model config and seed, the same :func:`~steermoe.train.data.build_stream` batches
     (same manifest, sampler and seed as rank 0 of a 1-worker run), collated per step exactly
     as ``train_fn_per_worker`` does; only the ``steps`` after ``warmup_steps`` are timed,
     data loading and collation included (as in the platform's ``samples_per_s``).
@@ -289,7 +289,7 @@ def bare_train_loop(
         device: defaults to the CPU.
     """
     from steermoe.model import build_model
-    from steermoe.train.data import TrainStream, load_split, teacher_forced_batch
+    from steermoe.train.data import build_stream, load_split, prepare_ctc, teacher_forced_batch
 
     t = config.train
     if t.grad_accum != 1:
@@ -300,9 +300,8 @@ def bare_train_loop(
     if model is None:
         model = build_model(config.model, device=device, seed=t.seed)
     examples = load_split(config, "train", max_s=model.max_audio_s)
-    stream = TrainStream(
-        examples, batch_size=t.batch_size, rank=0, world_size=1, seed=t.seed, data=config.data
-    )
+    stream = build_stream(config, examples, model, rank=0, world_size=1)
+    prepare_ctc(model, config, examples)
     step_fn = BareStep(model, t.optim, max_steps=steps + warmup_steps)
     batches = iter(stream)
     model.train()

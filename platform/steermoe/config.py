@@ -114,6 +114,9 @@ class ModelConfig(_Strict):
     # System turn of the chat prompt; null or "" = no system turn at all (a default system
     # turn that the LLM's chat template would insert is removed too).
     system_prompt: str | None = "You are a helpful assistant that listens to audio."
+    # How tool lists are written into fc prompts: `full` (signatures, descriptions and a
+    # long request) or `compact` (signatures and a short request; about a third the tokens).
+    tool_prompt: Literal["full", "compact"] = "full"
     # Default instruction when an example has none (ASR).
     default_instruction: str = "Transcribe the audio."
     # Compute dtype of the frozen backbones: `auto` = bf16 on GPU, fp32 on CPU.
@@ -258,6 +261,9 @@ class TrainConfig(_Strict):
     optim: OptimConfig = OptimConfig()
     # Keep each batch within one task (a mixed batch is padded to its longest prompt).
     task_batches: bool = True
+    # What batches are bucketed by: estimated sequence `tokens` (audio + prompt + target),
+    # or audio `seconds`.
+    bucket_by: Literal["tokens", "seconds"] = "tokens"
     # Stages run in order (short ASR clips first, then longer clips and more tasks); empty =
     # one stage over all training data.
     curriculum: tuple[CurriculumStage, ...] = ()

@@ -211,7 +211,7 @@ def _run_batch(
 ) -> list[dict[str, Any]]:
     """Collate, generate and time one batch; the latency is split evenly over its examples."""
     exs = loaded.examples
-    prompts = [instruction(ex, default_instruction) for ex in exs]
+    prompts = [instruction(ex, default_instruction, model.tool_prompt) for ex in exs]
     _sync(model.device)
     tic = time.perf_counter()
     batch = model.collate(loaded.audios, prompts, ids=[ex.id for ex in exs]).to(model.device)

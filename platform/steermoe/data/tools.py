@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+# The short request of the compact tool prompt (`model.tool_prompt: compact`).
+CALL_REQUEST_COMPACT = 'Reply with the calls as a JSON list of {"name", "arguments"}, or [].'
 CALL_REQUEST = (
     "Answer with the tool calls that serve the spoken request, as a JSON list of "
     '{"name": ..., "arguments": {...}} objects; answer [] if no tool fits.'
@@ -55,8 +57,11 @@ def _function(tool: Mapping[str, Any]) -> Mapping[str, Any]:
     return fn
 
 
-def render_tool(tool: Mapping[str, Any]) -> str:
-    """One line: ``name(req: type, opt?: type = default) - description. param: description; ...``"""
+def render_tool(tool: Mapping[str, Any], *, descriptions: bool = True) -> str:
+    """One line: ``name(req: type, opt?: type = default) - description. param: description; ...``
+
+    ``descriptions=False`` keeps only the signature.
+    """
     fn = _function(tool)
     params = fn.get("parameters") or {}
     props = params.get("properties") or {}
@@ -71,6 +76,8 @@ def render_tool(tool: Mapping[str, Any]) -> str:
         if schema.get("description"):
             notes.append(f"{name}: {' '.join(str(schema['description']).split())}")
     line = f"{fn['name']}({', '.join(args)})"
+    if not descriptions:
+        return line
     description = " ".join(str(fn.get("description") or "").split())
     if description:
         line += f" - {description.rstrip('.')}."
@@ -79,19 +86,33 @@ def render_tool(tool: Mapping[str, Any]) -> str:
     return line
 
 
-def render_tools(tools: Iterable[Mapping[str, Any]]) -> str:
+def render_tools(tools: Iterable[Mapping[str, Any]], *, descriptions: bool = True) -> str:
     """Compact prompt block listing tools, one ``- name(args) - description`` line each.
 
     Works for any OpenAI-style tool schema (nested objects, arrays, enums, unions, defaults).
     An empty list renders as ``Tools: none``.
     """
-    lines = [f"- {render_tool(t)}" for t in tools]
+    lines = [f"- {render_tool(t, descriptions=descriptions)}" for t in tools]
     return "Tools:\n" + "\n".join(lines) if lines else "Tools: none"
 
 
-def tool_instruction(tools: Iterable[Mapping[str, Any]]) -> str:
-    """The fc instruction: rendered tools followed by the request to answer with calls."""
+def tool_instruction(tools: Iterable[Mapping[str, Any]], *, compact: bool = False) -> str:
+    """The fc instruction: rendered tools followed by the request to answer with calls.
+
+    ``compact`` (``model.tool_prompt: compact``) lists signatures only, with a short request:
+    about a third of the tokens, which is most of an fc training example's length.
+    """
+    if compact:
+        return f"{render_tools(tools, descriptions=False)}\n{CALL_REQUEST_COMPACT}"
     return f"{render_tools(tools)}\n{CALL_REQUEST}"
+
+
+def compact_instruction(instruction: str, tools: Iterable[Mapping[str, Any]] | None) -> str:
+    """``instruction`` with its full tool block (if it holds one) in the compact form."""
+    if not tools:
+        return instruction
+    tools = list(tools)
+    return instruction.replace(tool_instruction(tools), tool_instruction(tools, compact=True))
 
 
 def calls_to_text(calls: Iterable[Mapping[str, Any]]) -> str:

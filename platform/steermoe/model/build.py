@@ -216,4 +216,5 @@ def build_model(
             "llm": {"name": config.llm, **fingerprint(llm_path)},
         },
     )
+    model.tool_prompt = config.tool_prompt
     return model.to(device)

@@ -108,6 +108,8 @@ class SteerMoEModel(nn.Module):
         self.tokenizer = tokenizer
         self.template = template
         self.identity = identity
+        # How fc prompts write tool lists (`model.tool_prompt`); set by build_model.
+        self.tool_prompt = "full"
         self.freeze_backbones()
 
     # ------------------------------------------------------------------ set-up helpers

@@ -314,7 +314,9 @@ class SteerMoEServer:
         async def handler() -> Response:
             require_media_type(request, "application/json")
             body = await read_body(request, self.limit_bytes)
-            req = rq.parse_chat(rq.parse_json(body), **self._limits())
+            req = rq.parse_chat(
+                rq.parse_json(body), **self._limits(), tool_prompt=self.engine.model.tool_prompt
+            )
             if req.stream:
                 return StreamingResponse(self._stream(req), media_type="text/event-stream")
             result = await self._decode(req.job)

@@ -255,6 +255,7 @@ def parse_chat(
     max_tokens: int,
     max_audio_s: float,
     default_instruction: str,
+    tool_prompt: str = "full",
 ) -> ChatRequest:
     """Validate a chat completion body and decode its audio.
 
@@ -292,7 +293,7 @@ def parse_chat(
     text = "\n".join(p.text.strip() for p in parts if isinstance(p, TextPart) and p.text.strip())
     pieces = [text] if text else []
     if tools:
-        pieces.append(tool_instruction(tools))
+        pieces.append(tool_instruction(tools, compact=tool_prompt == "compact"))
     instruction = "\n".join(pieces) or default_instruction
     raw = decode_b64(audio[0].input_audio.data, where)
     wave = decode_audio(raw, max_s=max_audio_s, fmt=fmt, param=where)

@@ -15,6 +15,7 @@ from steermoe.data.audio import AudioError, load_audio
 from steermoe.data.examples import Example
 from steermoe.data.sampler import LengthBucketSampler
 from steermoe.data.sources import DataError, load_examples
+from steermoe.data.tools import compact_instruction
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +231,54 @@ def plan_stages(examples: list[Example], curriculum: tuple[CurriculumStage, ...]
     return stages
 
 
-def sequence_lengths(examples: list[Example], tokenizer, default_instruction: str, stride: int):
+def build_stream(config: Config, examples: list[Example], model, *, rank: int, world_size: int):
+    """This rank's :class:`TrainStream` as the config describes it (buckets, curriculum)."""
+    t = config.train
+    lengths = None
+    if t.bucket_by == "tokens":
+        lengths = sequence_lengths(
+            examples,
+            model.tokenizer,
+            config.model.default_instruction,
+            config.model.projector.stride,
+            config.model.tool_prompt,
+        )
+    return TrainStream(
+        examples,
+        batch_size=t.batch_size,
+        rank=rank,
+        world_size=world_size,
+        seed=t.seed,
+        data=config.data,
+        lengths=lengths,
+        curriculum=t.curriculum,
+        task_batches=t.task_batches,
+        grad_accum=t.grad_accum,
+    )
+
+
+def prepare_ctc(model, config: Config, examples: list[Example]) -> None:
+    """Give the model's CTC head (if any) its vocabulary: the training targets' tokens or all."""
+    ctc = model.trainable.ctc
+    if ctc is None:
+        return
+    vocab_size = model.llm.get_input_embeddings().weight.shape[0]
+    ids = None
+    if config.model.ctc.vocabulary == "targets":
+        ids = target_vocabulary(examples, model.tokenizer)
+    ctc.set_vocabulary(ids, vocab_size)
+
+
+def sequence_lengths(
+    examples: list[Example],
+    tokenizer,
+    default_instruction: str,
+    stride: int,
+    tool_prompt: str = "full",
+):
     """Estimated LLM sequence length of every example: audio tokens (50 encoder frames per
     second pooled by ``stride``) + instruction tokens + target tokens."""
-    texts = [instruction(ex, default_instruction) for ex in examples]
+    texts = [instruction(ex, default_instruction, tool_prompt) for ex in examples]
     prompt = tokenizer(texts, add_special_tokens=False)["input_ids"]
     target = tokenizer([ex.target for ex in examples], add_special_tokens=False)["input_ids"]
     return [
@@ -249,16 +294,21 @@ def target_vocabulary(examples: list[Example], tokenizer, end_ids=()) -> list[in
     return sorted(ids)
 
 
-def instruction(ex: Example, default: str) -> str:
-    """The example's instruction, or the model's default (ASR) one."""
-    return ex.instruction or default
+def instruction(ex: Example, default: str, tool_prompt: str = "full") -> str:
+    """The example's instruction (its tool block in the model's ``tool_prompt`` form), or the
+    model's default (ASR) one."""
+    if not ex.instruction:
+        return default
+    if tool_prompt == "compact":
+        return compact_instruction(ex.instruction, ex.tools)
+    return ex.instruction
 
 
 def teacher_forced_batch(model, loaded: Loaded, default_instruction: str, device):
     """Collate a loaded batch with instructions and targets (training and validation)."""
     return model.collate(
         loaded.audios,
-        [instruction(ex, default_instruction) for ex in loaded.examples],
+        [instruction(ex, default_instruction, model.tool_prompt) for ex in loaded.examples],
         [ex.target for ex in loaded.examples],
         ids=[ex.id for ex in loaded.examples],
     ).to(device)

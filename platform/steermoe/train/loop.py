@@ -29,10 +29,10 @@ from steermoe.train import distributed
 from steermoe.train.data import (
     Loaded,
     TrainStream,
+    build_stream,
     load_batch,
     load_split,
-    sequence_lengths,
-    target_vocabulary,
+    prepare_ctc,
     teacher_forced_batch,
 )
 
@@ -70,31 +70,9 @@ def train_fn_per_worker(train_config: dict) -> None:
     val_examples = validation_slice(
         load_split(config, "validation", max_s=window), config.data.max_validation_examples
     )
-    stream = TrainStream(
-        train_examples,
-        batch_size=t.batch_size,
-        rank=rank,
-        world_size=world_size,
-        seed=t.seed,
-        data=config.data,
-        lengths=sequence_lengths(
-            train_examples,
-            model.tokenizer,
-            config.model.default_instruction,
-            config.model.projector.stride,
-        ),
-        curriculum=t.curriculum,
-        task_batches=t.task_batches,
-        grad_accum=t.grad_accum,
-    )
+    stream = build_stream(config, train_examples, model, rank=rank, world_size=world_size)
+    prepare_ctc(model, config, train_examples)
     ctc = model.trainable.ctc
-    if ctc is not None:
-        vocab_size = model.llm.get_input_embeddings().weight.shape[0]
-        if config.model.ctc.vocabulary == "targets":
-            ids = target_vocabulary(train_examples, model.tokenizer)
-            ctc.set_vocabulary(ids, vocab_size)
-        else:
-            ctc.set_vocabulary(None, vocab_size)
     optimizer = build_optimizer(model, t.optim)
     scheduler = build_scheduler(optimizer, t.optim, t.max_steps)
     engine, optimizer, scheduler = distributed.init(config, model, optimizer, scheduler, device)
