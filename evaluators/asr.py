@@ -1,4 +1,4 @@
-"""ASR scoring with the Open ASR Leaderboard's classic protocol (DESIGN.md §5).
+"""ASR scoring with the Open ASR Leaderboard's classic protocol (README: The workflow, evaluate).
 
 Both sides go through Whisper's normaliser (``EnglishTextNormalizer`` for English,
 ``BasicTextNormalizer`` otherwise, from the ``whisper_normalizer`` package). Pairs whose

@@ -1,4 +1,4 @@
-"""Audio question answering scoring (DESIGN.md §5).
+"""Audio question answering scoring (README: Manifest format, ``kind`` and ``choices``).
 
 Three kinds of question:
 

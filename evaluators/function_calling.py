@@ -1,16 +1,16 @@
 """Function-calling scoring with the Berkeley Function Calling Leaderboard's AST rules.
 
-Per example (DESIGN.md §5): the called function's name must match; every parameter the
-schema requires must be present; a parameter outside the schema or the answer key is an
-error; a parameter in the answer key may be omitted only when ``""`` is among its
-acceptable values; each value must have the schema's JSON type (an int is accepted where
-a number is expected; nothing else is coerced and a bool is not an int) and equal one of
-the acceptable values, strings compared after lower-casing and deleting the characters
-``" ,./-_*^"``, lists element-wise with the same rules. Several expected calls match the
-produced calls in any order (a one-to-one assignment, found exactly rather than greedily
-as BFCL does, so it never fails where BFCL passes). With no expected call (irrelevance)
-the example passes only when no call is produced; undecodable output counts as no call
-there, as in BFCL.
+Per example (README: Manifest format, ``expected_calls``): the called function's name must
+match; every parameter the schema requires must be present; a parameter outside the schema
+or the answer key is an error; a parameter in the answer key may be omitted only when ``""``
+is among its acceptable values; each value must have the schema's JSON type (an int is
+accepted where a number is expected; nothing else is coerced and a bool is not an int) and
+equal one of the acceptable values, strings compared after lower-casing and deleting the
+characters ``" ,./-_*^"``, lists element-wise with the same rules. Several expected calls
+match the produced calls in any order (a one-to-one assignment, found exactly rather than
+greedily as BFCL does, so it never fails where BFCL passes). With no expected call
+(irrelevance) the example passes only when no call is produced; undecodable output counts as
+no call there, as in BFCL.
 
 An expected dict value may be written in BFCL's nested form, where each key maps to a
 list of acceptable values (``""`` = may be omitted), or as a plain dict compared strictly.

@@ -251,6 +251,87 @@ def test_parse_transcription_fields():
     assert status_of(rq.parse_transcription, {**fields, "model": "x"}, **LIMITS).status == 404
 
 
+BOUNDARY = "b0undary"
+
+
+def form_part(name: str, value: bytes | str, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    head = f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+    return head + (value if isinstance(value, bytes) else value.encode()) + b"\r\n"
+
+
+def parse_form(body: bytes, *, in_app: bool = True, boundary: str | None = BOUNDARY) -> dict:
+    """``transport.parse_multipart`` on ``body``, already read as the app does."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from steermoe.serve.transport import parse_multipart
+
+    ctype = "multipart/form-data" + (f"; boundary={boundary}" if boundary else "")
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [(b"content-type", ctype.encode())],
+    }
+    if in_app:  # inside an app Starlette reports a bad form as an HTTPException
+        scope["app"] = object()
+
+    async def drained() -> dict:  # read_body has consumed the real stream
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    return asyncio.run(parse_multipart(Request(scope, drained), body))
+
+
+@pytest.mark.parametrize("in_app", [True, False], ids=["in-app", "bare"])
+def test_parse_multipart_fields_and_limits(in_app):
+    def form(*parts: bytes) -> bytes:
+        return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+    fields = parse_form(
+        form(
+            form_part("model", "steermoe"),
+            form_part("file", b"RIFF\x00abc", "a.wav"),
+            form_part("timestamp_granularities[]", "word"),
+            form_part("timestamp_granularities[]", "segment"),
+        ),
+        in_app=in_app,
+    )
+    assert fields == {
+        "model": "steermoe",
+        "file": (b"RIFF\x00abc", "a.wav"),
+        "timestamp_granularities[]": ["word", "segment"],
+    }
+    at_limits = form(
+        *(form_part(f"k{i}", "v") for i in range(31)),
+        form_part("prompt", "x" * 64 * 1024),
+        *(form_part(f"f{i}", b"x", f"{i}.wav") for i in range(2)),
+    )
+    assert len(parse_form(at_limits, in_app=in_app)) == 34
+    malformed = "malformed multipart form: "
+    for body, message in [
+        (
+            form(*(form_part(f"f{i}", b"x", f"{i}.wav") for i in range(3))),
+            malformed + "Too many files. Maximum number of files is 2.",
+        ),
+        (
+            form(*(form_part(f"k{i}", "v") for i in range(33))),
+            malformed + "Too many fields. Maximum number of fields is 32.",
+        ),
+        (
+            form(form_part("prompt", "x" * (64 * 1024 + 1))),
+            malformed + "Part exceeded maximum size of 64KB.",
+        ),
+        (b"\x00\xff" * 100, malformed + "Invalid multipart data."),
+        (form(form_part("model", "a"), form_part("model", "b")), "form field 'model' is repeated"),
+    ]:
+        err = status_of(parse_form, body, in_app=in_app)
+        assert (err.status, err.message) == (400, message)
+    err = status_of(parse_form, form(form_part("model", "a")), in_app=in_app, boundary=None)
+    assert (err.status, err.message) == (400, malformed + "Missing boundary in multipart.")
+
+
 # -------------------------------------------------------------------------- responses
 
 

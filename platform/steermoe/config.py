@@ -36,7 +36,7 @@ def _bad(key: str, message: str) -> ValueError:
 
 
 class SteeringConfig(_Strict):
-    """The mixture of steering experts inside the frozen encoder (DESIGN.md §2)."""
+    """The mixture of steering experts inside the frozen encoder (README: SteerMoE Platform)."""
 
     # Steer the encoder at all; False gives the projector-only baselines (`linear`, `mlp`).
     enabled: bool = True

@@ -1,4 +1,4 @@
-"""The steering mixture of experts that lives inside the frozen encoder (DESIGN.md §2).
+"""The steering mixture of experts that lives inside the frozen encoder (README: SteerMoE Platform).
 
 Shape legend: B batch, T encoder frames, D encoder width, L steered layers, N experts,
 K experts kept by top-k routing.

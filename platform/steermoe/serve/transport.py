@@ -7,8 +7,10 @@ import hmac
 from typing import Any
 
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message
 
 from steermoe.serve.errors import APIError, bad_request
 
@@ -87,24 +89,31 @@ def _too_large(limit_bytes: int) -> APIError:
 async def parse_multipart(request: Request, body: bytes) -> dict[str, Any]:
     """Multipart form fields: text fields as ``str``, the file as ``(bytes, filename)``.
 
+    ``body`` is the request body already read (and size-checked) by :func:`read_body`; it is
+    handed to Starlette's public ``Request.form()`` through a request that replays it.
+
     Raises:
         APIError: 400 for a malformed form, repeated fields or too many parts.
     """
+    replayed = False
 
-    async def stream():
-        yield body
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:  # never asked twice: the single message says there is no more body
+            return {"type": "http.disconnect"}
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
 
-    parser = MultiPartParser(
-        request.headers,
-        stream(),
-        max_files=MAX_FORM_FILES,
-        max_fields=MAX_FORM_FIELDS,
-        max_part_size=MAX_FIELD_BYTES,
-    )
     try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise bad_request(f"malformed multipart form: {str(exc)[:200]}") from None
+        form = await Request(request.scope, replay).form(
+            max_files=MAX_FORM_FILES,
+            max_fields=MAX_FORM_FIELDS,
+            max_part_size=MAX_FIELD_BYTES,
+        )
+    except HTTPException as exc:  # inside an app Starlette turns a bad form into a 400
+        raise bad_request(f"malformed multipart form: {str(exc.detail)[:200]}") from None
+    except MultiPartException as exc:  # ...and outside one it raises the parser's error
+        raise bad_request(f"malformed multipart form: {str(exc.message)[:200]}") from None
     except Exception:  # python-multipart raises its own errors on broken input
         raise bad_request("malformed multipart form") from None
     fields: dict[str, Any] = {}
