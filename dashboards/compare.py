@@ -37,7 +37,7 @@ KEY_PARAMS = {
     "lr_steer": "train.optim.lr_steering",
     "max_steps": "train.max_steps",
 }
-FINAL_METRICS = ("val_loss", "val_wer", "train_loss", "samples_per_s")
+FINAL_METRICS = ("val_loss", "val_audio_gain", "val_wer", "train_loss", "samples_per_s")
 
 
 def resolve(

@@ -46,8 +46,9 @@ from dashboards._runs import (
 )
 
 REPORT_DIR = "report"
-# Columns of the results table after the sweep metric, when any trial logged them.
-EXTRA_METRICS = ("val_loss", "val_wer", "train_loss", "samples_per_s")
+# Columns of the results table after the sweep metric, when any trial logged them
+# (val_audio_gain: does the model listen? see the README).
+EXTRA_METRICS = ("val_loss", "val_audio_gain", "val_wer", "train_loss", "samples_per_s")
 
 
 @dataclass(frozen=True)

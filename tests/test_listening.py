@@ -70,7 +70,12 @@ def test_ctc_loss_is_logged_weighted_and_trains_with_the_projector(cache):
     assert model.trainable.ctc.log_scale.grad is not None
     assert model.trainable.projector.net.weight.grad.abs().sum() > 0
     groups = {g["name"]: g["params"] for g in param_groups(model, cfg.train.optim)}
-    assert any(p is model.trainable.ctc.blank for p in groups["projector"])
+    assert [id(p) for p in groups["ctc"]] == [
+        id(model.trainable.ctc.blank),
+        id(model.trainable.ctc.log_scale),
+    ]
+    lrs = {g["name"]: g["lr"] for g in param_groups(model, cfg.train.optim)}
+    assert lrs["ctc"] == cfg.train.optim.lr_ctc == 1e-2
     off = build_model(load_config(None, TINY).model, cache_dir=cache)
     assert off.trainable.ctc is None
     assert float(off(batch)["ctc_loss"]) == 0.0

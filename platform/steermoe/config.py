@@ -185,6 +185,9 @@ class OptimConfig(_Strict):
     lr_router: float = Field(default=1e-3, gt=0)
     # Learning rate of the projector.
     lr_projector: float = Field(default=1e-4, gt=0)
+    # Learning rate of the auxiliary CTC head's blank and logit scale (model.ctc); at the
+    # projector's rate the scale hardly moves (log-scale +0.02 in 400 steps).
+    lr_ctc: float = Field(default=1e-2, gt=0)
     # AdamW decoupled weight decay (all groups).
     weight_decay: float = Field(default=0.0, ge=0)
     # AdamW moment coefficients (beta1, beta2), each in [0, 1).

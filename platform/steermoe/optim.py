@@ -10,24 +10,33 @@ from steermoe.config import OptimConfig
 
 
 def param_groups(model, optim: OptimConfig) -> list[dict]:
-    """Steering vectors + scales, router and projector, each with its own learning rate.
+    """Steering vectors + scales, router, projector and CTC head, each with its own learning
+    rate.
 
     Only trainable parameters are included; empty groups (e.g. no steering) are left out.
     """
-    groups: dict[str, list[torch.nn.Parameter]] = {"steering": [], "router": [], "projector": []}
+    groups: dict[str, list[torch.nn.Parameter]] = {
+        "steering": [],
+        "router": [],
+        "projector": [],
+        "ctc": [],
+    }
     for name, param in model.trainable_parameters():
         if name.startswith("steering.router."):
             groups["router"].append(param)
         elif name.startswith("steering."):
             groups["steering"].append(param)
-        elif name.startswith(("projector.", "ctc.")):  # the CTC head trains with the projector
+        elif name.startswith("projector."):
             groups["projector"].append(param)
+        elif name.startswith("ctc."):
+            groups["ctc"].append(param)
         else:
             raise ValueError(f"trainable parameter {name!r} belongs to no optimizer group")
     lrs = {
         "steering": optim.lr_steering,
         "router": optim.lr_router,
         "projector": optim.lr_projector,
+        "ctc": optim.lr_ctc,
     }
     return [
         {"name": key, "params": params, "lr": lrs[key], "weight_decay": optim.weight_decay}
