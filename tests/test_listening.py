@@ -306,3 +306,10 @@ def test_compact_tool_prompt_keeps_signatures_and_replaces_only_the_tool_block()
     )
     assert instruction(ex, "Transcribe.", "compact") == compact
     assert instruction(ex, "Transcribe.") == full
+
+
+def test_plain_template_without_system_line():
+    tok = _Tok()
+    tok.chat_template = None
+    assert build_template(tok, None).rendered.startswith("User: ")
+    assert build_template(tok, "Hi.").rendered.startswith("System: Hi.\nUser: ")

@@ -106,6 +106,9 @@ def test_two_worker_run_survives_a_killed_worker_and_is_tracked_and_exported(
         data_root,
         "train.name=fault",
         "train.max_steps=9",
+        "model.ctc.weight=0.3",
+        "model.system_prompt=null",
+        "train.curriculum=[{steps: 4, tasks: [asr]}, {tasks: [asr, aqa, fc]}]",
         "train.eval_every=3",
         "train.max_failures=2",
     )
@@ -131,6 +134,10 @@ def test_two_worker_run_survives_a_killed_worker_and_is_tracked_and_exported(
     restarts = client.get_metric_history(result.run_id, "restarts")
     assert restarts[0].value == 0 and restarts[-1].value >= 1
     assert "val_wer" in r.data.metrics
+    assert {"val_audio_gain", "val_audio_norm", "history.train_ctc_loss"} <= set(r.data.metrics)
+    # The curriculum moved from ASR alone to every task after step 4, across the restart.
+    stages = client.get_metric_history(result.run_id, "curriculum_stage")
+    assert [int(m.value) for m in sorted(stages, key=lambda m: m.step)] == [0, 1, 1]
     assert "routing.usage.l0.e0" in r.data.metrics
     # Warmup then cosine: the steering lr ramps to its base value, then decays.
     lrs = [m.value for m in client.get_metric_history(result.run_id, "history.lr")]

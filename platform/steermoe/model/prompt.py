@@ -21,6 +21,7 @@ TARGET = "\x00TARGET\x00"
 SYSTEM = "\x00SYSTEM\x00"
 
 FALLBACK_TEMPLATE = "System: {system}\nUser: {audio}\n{instruction}\nAssistant: "
+FALLBACK_TEMPLATE_NO_SYSTEM = "User: {audio}\n{instruction}\nAssistant: "
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,9 @@ def _without_system_turn(text: str, after_target: str, tokenizer) -> str:
     rest = text[at + len(SYSTEM) :]
     special = [t for t in tokenizer.all_special_tokens if t and t in after_target]
     marks = [(after_target.index(t), t) for t in special]
-    if marks:
-        end_mark = min(marks)[1]
-        cut = rest.index(end_mark) + len(end_mark) if end_mark in rest else 0
+    end_mark = min(marks)[1] if marks else None
+    if end_mark and end_mark in rest:
+        cut = rest.index(end_mark) + len(end_mark)
     else:
         cut = rest.index("\n") + 1 if "\n" in rest else 0
     while cut < len(rest) and rest[cut] in " \n":
@@ -91,11 +92,12 @@ def build_template(tokenizer, system_prompt: str | None) -> PromptTemplate:
             [*messages, {"role": "assistant", "content": TARGET}], tokenize=False
         )
         after_target = full.split(TARGET, 1)[1]
+        if not system_prompt:
+            text = _without_system_turn(text, after_target, tokenizer)
     else:
-        text = FALLBACK_TEMPLATE.format(system=system, audio=AUDIO, instruction=INSTRUCTION)
+        template = FALLBACK_TEMPLATE if system_prompt else FALLBACK_TEMPLATE_NO_SYSTEM
+        text = template.format(system=system, audio=AUDIO, instruction=INSTRUCTION)
         after_target = tokenizer.eos_token or ""
-    if not system_prompt:
-        text = _without_system_turn(text, after_target, tokenizer)
     prefix, rest = text.split(AUDIO, 1)
     mid, suffix = rest.split(INSTRUCTION, 1)
 
