@@ -369,6 +369,7 @@ def _gathered(model, config: Config):
 
 # Settings a run may change when it is continued: how long, how often, where it reports.
 RESUMABLE_CHANGES = (
+    "train.name",  # a run continued elsewhere (train.resume_from) may take a new name
     "train.max_steps",
     "train.eval_every",
     "train.log_every",

@@ -43,9 +43,13 @@ def check_init_from(config: Config) -> None:
 
         read_header(local_checkpoint(config.train.init_from))
     if config.train.resume_from:
-        from steermoe.train.loop import resume_folder
+        import json
 
-        resume_folder(config.train.resume_from)
+        from steermoe.train.loop import STATE_FILE, check_resumable, resume_folder
+
+        state = json.loads((resume_folder(config.train.resume_from) / STATE_FILE).read_text())
+        if "config" in state:
+            check_resumable(state["config"], config)
 
 
 def build_trainer(config: Config, *, callbacks: list | None = None):
@@ -167,7 +171,21 @@ def ship(config: Config, dest: str | Path) -> tuple[Path, dict]:
     if resume.exists():
         shutil.rmtree(resume)
     resume.mkdir()
-    shutil.copytree(source / DEEPSPEED_DIR, resume / DEEPSPEED_DIR)
+    # DeepSpeed drops its zero_to_*.py conversion scripts beside every checkpoint: not needed.
+    scripts = shutil.ignore_patterns("zero_to_*.py")
+    shutil.copytree(source / DEEPSPEED_DIR, resume / DEEPSPEED_DIR, ignore=scripts)
     for name in (STATE_FILE, METRICS_FILE):
         shutil.copy2(source / name, resume / name)
+    for states in (resume / DEEPSPEED_DIR).glob("*/*model_states.pt"):
+        _keep_trainable(states)
     return source, json.loads((source / METRICS_FILE).read_text())
+
+
+def _keep_trainable(path: Path) -> None:
+    """Drop frozen tensors from a DeepSpeed model-states file (a weight tied to a frozen one,
+    such as SmolLM2's output head, escapes ``exclude_frozen_parameters``: 57 MB of 60)."""
+    import torch
+
+    states = torch.load(path, map_location="cpu", weights_only=False)
+    states["module"] = {k: v for k, v in states["module"].items() if k.startswith("trainable.")}
+    torch.save(states, path)
