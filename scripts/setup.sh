@@ -28,9 +28,10 @@ if [[ ! -f $stamp ]]; then
   echo "[setup] creating .venv with the pinned stack (requirements.txt)"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --disable-pip-version-check "uv==0.13.8"
-  # uv ignores pip's config: hand it pip's local wheel folders so torch stays the CPU build.
+  # uv ignores pip's config: hand it pip's local wheel folders (from any pip config file, user
+  # or site, and $PIP_FIND_LINKS) so torch stays the CPU build.
   links=()
-  for d in $(.venv/bin/python -m pip config get global.find-links 2>/dev/null || true); do
+  for d in $(.venv/bin/python -m pip config get global.find-links 2>/dev/null || true) ${PIP_FIND_LINKS:-}; do
     [[ -d $d ]] && links+=(--find-links "$d")
   done
   .venv/bin/uv pip install --python .venv/bin/python "${links[@]}" -r requirements.txt
