@@ -182,7 +182,7 @@ def resume_folder(ref: str) -> Path:
         FileNotFoundError: no ``train_state.json`` there.
     """
     if ref.startswith(env.EMBEDDED_PREFIX):
-        folder = env.EMBEDDED_CHECKPOINTS / ref[len(env.EMBEDDED_PREFIX) :] / RESUME_DIR
+        folder = local_checkpoint(ref) / RESUME_DIR
     else:
         folder = Path(ref).expanduser()
     if not (folder / STATE_FILE).is_file():
