@@ -81,6 +81,35 @@ def test_ctc_loss_is_logged_weighted_and_trains_with_the_projector(cache):
     assert float(off(batch)["ctc_loss"]) == 0.0
 
 
+def test_ctc_scores_the_words_spoken_not_an_answer_and_skips_unknown_clips(cache):
+    asr = Example("a", "a.wav", 1.0, "asr", "", "hello there")
+    aqa = Example("q", "q.wav", 1.4, "aqa", "Who speaks?", "male", meta={"spoken": "a b c"})
+    fc = Example("f", "f.wav", 1.2, "fc", "Tools: ...", "[]")  # words unknown
+    assert (asr.transcript, aqa.transcript, fc.transcript) == ("hello there", "a b c", None)
+    cfg = load_config(None, [*TINY, "model.ctc.weight=0.5"])
+    model = build_model(cfg.model, cache_dir=cache)
+    audio = waves(1.0, 1.4, 1.2)
+    spoken = model.collate(
+        audio,
+        ["", "q", "t"],
+        ["hello there", "male", "[]"],
+        transcripts=[asr.transcript, aqa.transcript, fc.transcript],
+    )
+    assert spoken.transcript_ids[2] is None
+    # The CTC term equals the one over the two clips whose words are known, scored on them.
+    known = model.collate(audio[:2], ["", "q"], ["hello there", "a b c"])
+    torch.testing.assert_close(model(spoken)["ctc_loss"], model(known)["ctc_loss"])
+    assert float(model(spoken)["ctc_loss"]) != float(
+        model(model.collate(audio[:2], ["", "q"], ["hello there", "male"]))["ctc_loss"]
+    )
+    # No clip with known words: a zero that still reaches every CTC parameter.
+    none = model.collate(audio[2:], ["t"], ["[]"], transcripts=[None])
+    out = model(none)
+    assert float(out["ctc_loss"]) == 0.0
+    out["loss"].backward()
+    assert model.trainable.ctc.blank.grad is not None
+
+
 # ------------------------------------------------------------------------- scale at init
 
 

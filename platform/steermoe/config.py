@@ -94,7 +94,9 @@ class CtcConfig(_Strict):
 
     # Weight of the CTC loss beside the LM loss (0 = off: the paper's recipe).
     weight: float = Field(default=0.0, ge=0)
-    # `targets`: the tokens of the training targets (collected at start); `all`: every token.
+    # `targets`: the tokens of the training targets and transcripts (collected at start);
+    # `all`: every token. The loss scores the words spoken (an ASR target, `meta.spoken` of
+    # AQA/FC clips); clips whose words are unknown add no CTC term.
     vocabulary: Literal["targets", "all"] = "targets"
     # Initial logit scale (learned, kept positive).
     scale_init: float = Field(default=1.0, gt=0)

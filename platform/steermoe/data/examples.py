@@ -23,7 +23,8 @@ key                 required  meaning
 ``kind``            no        aqa question form: ``"open"``, ``"yes_no"`` or ``"multiple_choice"``
 ``category``        no        fc category: ``simple``, ``multiple``, ``parallel``, ``irrelevance``
 ``voice``           no        speaker or TTS voice id (synthetic suites keep splits disjoint in it)
-``meta``            no        free-form JSON object (source, annotators, generation parameters)
+``meta``            no        free-form JSON object (source, annotators, generation parameters);
+                              ``meta.spoken`` is the words said in an aqa/fc clip, when known
 ==================  ========  ===============================================================
 
 Unknown keys are an error (a typo would otherwise silently drop data). Example line::
@@ -85,6 +86,15 @@ class Example:
         if relative_to is not None:
             row["audio_path"] = os.path.relpath(self.audio_path, relative_to)
         return {k: v for k, v in row.items() if v is not None or k in _REQUIRED}
+
+    @property
+    def transcript(self) -> str | None:
+        """The words spoken in the clip: the target of an ASR example, ``meta.spoken`` of the
+        others (synthetic suites record it), None when unknown."""
+        if self.task == "asr":
+            return self.target
+        spoken = (self.meta or {}).get("spoken")
+        return spoken if isinstance(spoken, str) and spoken.strip() else None
 
     def replace(self, **changes: Any) -> Example:
         """Copy with some fields changed."""

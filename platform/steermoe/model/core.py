@@ -56,6 +56,9 @@ class Batch:
     prompt_ids: list[torch.Tensor]
     # Per example: answer ids + end-of-turn (None at inference time).
     target_ids: list[torch.Tensor] | None = None
+    # Per example: ids of the words spoken (the CTC targets; None = unknown, no CTC term).
+    # None for the whole batch = the targets are the transcripts (ASR).
+    transcript_ids: list[list[int] | None] | None = None
     durations_s: list[float] = field(default_factory=list)
 
     def to(self, device: torch.device | str) -> Batch:
@@ -177,19 +180,31 @@ class SteerMoEModel(nn.Module):
         instructions: Sequence[str],
         targets: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
+        transcripts: Sequence[str | None] | None = None,
     ) -> Batch:
-        """Build a :class:`Batch` from waves, instructions and (for training) targets."""
+        """Build a :class:`Batch` from waves, instructions and (for training) targets.
+
+        ``transcripts`` are the words spoken in each clip (None where unknown), the targets of
+        the CTC loss; without them the targets stand in (right for ASR only).
+        """
         features, lengths = self.featurize(audios)
         prompt = [self.template.instruction_ids(self.tokenizer, s) for s in instructions]
         target = None
         if targets is not None:
             target = [self.template.target_ids(self.tokenizer, s) for s in targets]
+        spoken = None
+        if transcripts is not None:
+            spoken = [
+                self.tokenizer(s, add_special_tokens=False)["input_ids"] if s else None
+                for s in transcripts
+            ]
         return Batch(
             ids=list(ids) if ids is not None else [str(i) for i in range(len(audios))],
             features=features,
             feature_lengths=lengths,
             prompt_ids=prompt,
             target_ids=target,
+            transcript_ids=spoken,
             durations_s=[len(a) / 16000 for a in audios],
         )
 
@@ -273,8 +288,11 @@ class SteerMoEModel(nn.Module):
         loss = lm_loss if aux is None else lm_loss + aux
         ctc_loss = torch.zeros(())
         if self.trainable.ctc is not None:
-            n_end = len(self.template.end_ids)
-            texts = [t[: len(t) - n_end] for t in batch.target_ids]  # end-of-turn dropped
+            if batch.transcript_ids is not None:
+                texts = [None if t is None else torch.tensor(t) for t in batch.transcript_ids]
+            else:
+                n_end = len(self.template.end_ids)
+                texts = [t[: len(t) - n_end] for t in batch.target_ids]  # end-of-turn dropped
             table = self.llm.get_input_embeddings().weight
             ctc_loss = self.trainable.ctc(projected, audio_mask, texts, table)
             loss = loss + self.trainable.ctc_weight * ctc_loss

@@ -55,20 +55,28 @@ class CtcHead(nn.Module):
         self,
         audio: torch.Tensor,
         audio_mask: torch.Tensor,
-        targets: Sequence[torch.Tensor],
+        targets: Sequence[torch.Tensor | None],
         table: torch.Tensor,
     ) -> torch.Tensor:
-        """Mean CTC loss (per target token) of a batch.
+        """Mean CTC loss (per target token) over the examples whose spoken words are known.
 
         Args:
             audio: projected audio tokens (B, A, H), fp32.
             audio_mask: valid audio tokens (B, A).
-            targets: per example, LLM token ids of the text (end-of-turn excluded); ids outside
-                the vocabulary are dropped.
+            targets: per example, LLM token ids of the words spoken, or None where they are
+                unknown (an AQA answer is not what the clip says): that example adds no term.
+                Ids outside the vocabulary are dropped.
             table: the LLM's input-embedding weight (V_llm, H), frozen.
         """
         if self.index.numel() == 0:
             self.set_vocabulary(None, table.shape[0])
+        keep = [i for i, t in enumerate(targets) if t is not None and len(t) > 0]
+        if not keep:  # a zero that still reaches every CTC parameter (DeepSpeed expects grads)
+            return (audio.float().sum() + self.blank.sum() + self.log_scale.sum()) * 0.0
+        if len(keep) < len(targets):
+            rows_kept = torch.tensor(keep, device=audio.device)
+            audio, audio_mask = audio[rows_kept], audio_mask[rows_kept]
+            targets = [targets[i] for i in keep]
         # fp32 throughout (CTC has no bf16 kernel; DeepSpeed may hold this head in bf16).
         rows = torch.cat([self.blank[None].float(), table[self.vocab].float()])  # V+1, H
         logits = self.log_scale.float().exp() * audio.float() @ rows.T  # B, A, V+1

@@ -287,9 +287,13 @@ def sequence_lengths(
 
 
 def target_vocabulary(examples: list[Example], tokenizer, end_ids=()) -> list[int]:
-    """Distinct LLM token ids of the training targets (the default CTC vocabulary)."""
+    """Distinct LLM token ids of the training targets and transcripts (the default CTC
+    vocabulary)."""
     ids: set[int] = set(end_ids)
-    for row in tokenizer([ex.target for ex in examples], add_special_tokens=False)["input_ids"]:
+    texts = [ex.target for ex in examples] + [
+        ex.transcript for ex in examples if ex.task != "asr" and ex.transcript
+    ]
+    for row in tokenizer(texts, add_special_tokens=False)["input_ids"]:
         ids.update(row)
     return sorted(ids)
 
@@ -311,4 +315,5 @@ def teacher_forced_batch(model, loaded: Loaded, default_instruction: str, device
         [instruction(ex, default_instruction, model.tool_prompt) for ex in loaded.examples],
         [ex.target for ex in loaded.examples],
         ids=[ex.id for ex in loaded.examples],
+        transcripts=[ex.transcript for ex in loaded.examples],
     ).to(device)
