@@ -4,7 +4,9 @@ Deploys the config's model twice on one Serve instance (``/batched`` with
 ``serve.max_batch_size``, ``/unbatched`` with 1), then a second process sends real LibriVox
 clips (cut to the model's audio limit) at concurrency 1, 8 and 32 and prints requests/s,
 p50/p95/p99 latency, RTFx, the mean batch size, throughput ratios and the batch-1 decode
-latency in ms/token. Tiny CPU twin (about two minutes on 2 cores)::
+latency in ms/token; a ``sampled`` row repeats the batched one with sampling on
+(``--temperature``, ``--top-p``, a seed per request; ``--temperature 0`` drops it). Tiny CPU
+twin (about three minutes on 2 cores)::
 
     python -m jobs.bench_serve jobs/configs/serve_tiny.yaml --init-random
 
@@ -27,6 +29,8 @@ FLAGS = (
     ("--concurrency", {"type": int, "nargs": "+", "default": [1, 8, 32]}),
     ("--requests", {"type": int, "default": 64, "help": "requests per concurrency level"}),
     ("--max-tokens", {"type": int, "default": 16, "help": "decode budget per request"}),
+    ("--temperature", {"type": float, "default": 0.7, "help": "sampled row (0 = none)"}),
+    ("--top-p", {"type": float, "default": 0.9, "help": "sampled row's nucleus"}),
     ("--clips", {"nargs": "+", "type": Path, "help": "WAV files (default: LibriVox test clips)"}),
     ("--init-random", {"action": "store_true", "help": "write a random checkpoint if missing"}),
 )
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=tuple(flags.concurrency),
             requests=flags.requests,
             max_tokens=flags.max_tokens,
+            temperature=flags.temperature,
+            top_p=flags.top_p,
         )
         bench = run_benchmark(urls, spec, api_key=os.environ.get(config.serve.api_key_env))
         print(

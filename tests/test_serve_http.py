@@ -2,7 +2,8 @@
 
 One module-scoped deployment (tiny random backbones, a checkpoint in a temporary folder, an
 API key) serves every test. With random weights the generated text is arbitrary: tests check
-shapes, determinism, token accounting, batching and that hostile input never gets a 5xx.
+shapes, determinism (greedy, and sampling with a seed), token accounting, batching, and that
+hostile input never gets a 5xx: every field the server cannot honour is a 400 naming it.
 """
 
 from __future__ import annotations
@@ -258,6 +259,73 @@ def test_concurrent_requests_are_batched(server, clip):
     assert sum(new_sizes) == 8 and max(new_sizes) > 1, new_sizes
 
 
+def test_sampling_seed_stop_and_json_mode_through_the_client(server, clip):
+    client = server.client()
+    messages = audio_message(clip)
+
+    def chat(**kw):
+        return client.chat.completions.create(
+            model="steermoe", messages=messages, max_tokens=12, **kw
+        ).choices[0]
+
+    first = chat(temperature=1.0, top_p=0.95, seed=7)
+    assert chat(temperature=1.0, top_p=0.95, seed=7).message.content == first.message.content
+    texts = {chat(temperature=1.0, seed=s).message.content for s in range(4)}
+    assert len(texts) > 1, texts
+    streamed = client.chat.completions.create(
+        model="steermoe",
+        messages=messages,
+        max_tokens=12,
+        temperature=1.0,
+        top_p=0.95,
+        seed=7,
+        stream=True,
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+    assert text == first.message.content  # alone in a stream = in a batch
+    content = first.message.content
+    assert len(content) > 4, content
+    stop = content[2:4]
+    cut = chat(temperature=1.0, top_p=0.95, seed=7, stop=[stop, "\x00"])
+    assert cut.message.content == content[: content.index(stop)].strip()
+    assert cut.finish_reason == "stop"
+    json_mode = chat(response_format={"type": "json_object"}, stop=[content[0]], seed=7)
+    if json_mode.message.content is None:  # random weights do not write JSON
+        assert "JSON object" in json_mode.message.refusal
+    else:
+        assert isinstance(json.loads(json_mode.message.content), dict)
+
+
+def test_transcription_fields_through_the_client(server, clip):
+    import openai
+
+    client = server.client()
+    greedy = client.audio.transcriptions.create(model="steermoe", file=("a.wav", clip)).text
+    srt = client.audio.transcriptions.create(
+        model="steermoe", file=("a.wav", clip), response_format="srt", temperature=0.0
+    )
+    assert srt == f"1\n00:00:00,000 --> 00:00:02,990\n{greedy}\n\n"
+    vtt = client.audio.transcriptions.create(
+        model="steermoe", file=("a.wav", clip), response_format="vtt", language="en"
+    )
+    assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:02.990\n")
+    sampled = client.audio.transcriptions.create(
+        model="steermoe", file=("a.wav", clip), temperature=0.9, prompt="Elinor and Marianne."
+    )
+    assert isinstance(sampled.text, str)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.audio.transcriptions.create(model="steermoe", file=("a.wav", clip), language="xx")
+    assert info.value.body["param"] == "language"
+    r = requests.post(f"{server.url}/v1/embeddings", headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 404
+    assert r.json()["error"] == {
+        "message": "Invalid URL (POST /v1/embeddings)",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+
+
 # ------------------------------------------------------------------------------- fuzz
 
 
@@ -284,21 +352,75 @@ def _wav(samples: np.ndarray, rate: int = 16000, subtype: str = "PCM_16") -> byt
     return buf.getvalue()
 
 
-def fuzz_cases(clip: bytes, seed: int = 0) -> list[tuple[str, str, dict, bytes]]:
-    """At least 500 malformed or hostile requests: (method, path, headers, body)."""
+# OpenAI fields with a value this server cannot honour, and the param its 400 must name.
+HOSTILE_FIELDS = [
+    ({"temperature": -1}, "temperature"),
+    ({"temperature": 3}, "temperature"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"top_p": 2}, "top_p"),
+    ({"seed": "x"}, "seed"),
+    ({"seed": 1.5}, "seed"),
+    ({"stop": 5}, "stop"),
+    ({"stop": {"a": 1}}, "stop"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"stop": [""]}, "stop"),
+    ({"response_format": "json"}, "response_format"),
+    ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ({"response_format": {"type": "json_schema"}}, "response_format.type"),
+    ({"n": 2}, "n"),
+    ({"max_tokens": 2, "max_completion_tokens": 3}, "max_tokens"),
+    ({"max_tokens": None, "max_completion_tokens": 17}, "max_completion_tokens"),
+    ({"frequency_penalty": 1}, "frequency_penalty"),
+    ({"presence_penalty": 9}, "presence_penalty"),
+    ({"logit_bias": {"1": 100}}, "logit_bias"),
+    ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 2}, "top_logprobs"),
+    ({"modalities": ["audio"]}, "modalities"),
+    ({"audio": {"voice": "alloy"}}, "audio"),
+    ({"prediction": {"type": "content"}}, "prediction"),
+    ({"reasoning_effort": "high"}, "reasoning_effort"),
+    ({"functions": []}, "functions"),
+    ({"function_call": "none"}, "function_call"),
+    ({"store": True}, "store"),
+    ({"service_tier": "priority"}, "service_tier"),
+    ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ({"parallel_tool_calls": 1}, "parallel_tool_calls"),
+    ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice"),
+    ({"tool_choice": {"type": "function"}}, "tool_choice.function"),
+    ({"bogus_field": True}, "bogus_field"),
+]
+HOSTILE_FORM_FIELDS = [
+    ({"temperature": "abc"}, "temperature"),
+    ({"temperature": "1.5"}, "temperature"),
+    ({"temperature": "inf"}, "temperature"),
+    ({"language": "xx"}, "language"),
+    ({"language": "de"}, "language"),
+    ({"response_format": "xml"}, "response_format"),
+    ({"stream": "true"}, "stream"),
+    ({"timestamp_granularities[]": "word"}, "timestamp_granularities[]"),
+    ({"include[]": "logprobs"}, "include[]"),
+    ({"chunking_strategy": "auto"}, "chunking_strategy"),
+    ({"seed": "3"}, "seed"),
+]
+
+
+def fuzz_cases(clip: bytes, seed: int = 0) -> list[tuple]:
+    """At least 500 malformed or hostile requests: (method, path, headers, body[, param]),
+    where ``param`` is the field the 400 must name."""
     rng = random.Random(seed)
     auth = {"Authorization": f"Bearer {KEY}"}
     js = {**auth, "Content-Type": "application/json"}
     chat, asr = "/v1/chat/completions", "/v1/audio/transcriptions"
     cases: list[tuple[str, str, dict, bytes]] = []
 
-    def chat_case(body, headers=js):
+    def chat_case(body, headers=js, param=None):
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        cases.append(("POST", chat, headers, data))
+        cases.append(("POST", chat, headers, data, param))
 
-    def asr_case(fields, file, filename="a.wav", headers=auth):
+    def asr_case(fields, file, filename="a.wav", headers=auth, param=None):
         body, ctype = _multipart(fields, file, filename)
-        cases.append(("POST", asr, {**headers, "Content-Type": ctype}, body))
+        cases.append(("POST", asr, {**headers, "Content-Type": ctype}, body, param))
 
     def valid_chat(**change):
         return {"model": "steermoe", "messages": audio_message(clip), "max_tokens": 2, **change}
@@ -449,9 +571,15 @@ def fuzz_cases(clip: bytes, seed: int = 0) -> list[tuple[str, str, dict, bytes]]
     for _ in range(4):  # transcription field errors
         asr_case({}, clip)
         asr_case({"model": "other"}, clip)
-        asr_case({"model": "steermoe", "response_format": "srt"}, clip)
+        asr_case({"model": "steermoe", "response_format": "docx"}, clip)
         asr_case({"model": "steermoe", "language": "<script>"}, clip)
         asr_case({"model": "steermoe", "file": "text"}, None)
+    for _ in range(3):  # OpenAI fields this server cannot honour: a 400 naming each
+        for change, param in HOSTILE_FIELDS:
+            chat_case(valid_chat(**change), param=param)
+        for change, param in HOSTILE_FORM_FIELDS:
+            asr_case({"model": "steermoe", **change}, clip, param=param)
+        chat_case(b'{"model": "steermoe", "temperature": NaN}')
     for depth in range(10):  # nesting and non-object JSON
         chat_case(b"[" * (100 + 1000 * depth) + b"]" * (100 + 1000 * depth))
         chat_case(json.dumps(rng.choice([[], 1, "x", None, True])).encode())
@@ -459,7 +587,7 @@ def fuzz_cases(clip: bytes, seed: int = 0) -> list[tuple[str, str, dict, bytes]]
 
 
 def _send(server: Server, case) -> int | str:
-    method, path, headers, body = case
+    method, path, headers, body, *expect = case
     try:
         r = requests.request(method, server.url + path, headers=headers, data=body, timeout=30)
     except requests.RequestException as exc:
@@ -468,6 +596,16 @@ def _send(server: Server, case) -> int | str:
         return f"{method} {path} -> {r.status_code} {r.text[:200]}"
     if "Traceback" in r.text:
         return f"{method} {path} leaked a traceback"
+    if expect and expect[0] is not None:
+        error = r.json()["error"]
+        if (r.status_code, error["param"], error["type"]) != (
+            400,
+            expect[0],
+            "invalid_request_error",
+        ) or set(error) != {"message", "type", "param", "code"}:
+            return (
+                f"{method} {path}: wanted a 400 naming {expect[0]!r}, got {r.status_code} {error}"
+            )
     return r.status_code
 
 

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from steermoe.data.tools import render_tools
+from steermoe.model.core import Decoding
 from steermoe.serve import requests as rq
 from steermoe.serve import responses as rs
 from steermoe.serve.args import ServeArgs, key_digest, with_key_digest
@@ -244,11 +245,162 @@ def test_parse_transcription_fields():
     for change, param in [
         ({"file": "not a file"}, "file"),
         ({"model": ""}, "model"),
-        ({"response_format": "srt"}, "response_format"),
+        ({"response_format": "xml"}, "response_format"),
         ({"language": "english!"}, "language"),
     ]:
         assert status_of(rq.parse_transcription, {**fields, **change}, **LIMITS).param == param
     assert status_of(rq.parse_transcription, {**fields, "model": "x"}, **LIMITS).status == 404
+
+
+# Every hostile value of an OpenAI field gets a 400 naming it (each of these was a 200 before).
+HOSTILE_CHAT = [
+    ({"temperature": -1}, "temperature"),
+    ({"temperature": 3}, "temperature"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"temperature": True}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"seed": "42"}, "seed"),
+    ({"seed": 2**64}, "seed"),
+    ({"stop": 5}, "stop"),
+    ({"stop": {"a": 1}}, "stop"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"stop": ""}, "stop"),
+    ({"stop": ["ok", 3]}, "stop"),
+    ({"response_format": "json"}, "response_format"),
+    ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format.type"),
+    ({"response_format": {"type": "text", "extra": 1}}, "response_format.extra"),
+    ({"n": 2}, "n"),
+    ({"n": 0}, "n"),
+    ({"max_tokens": 4, "max_completion_tokens": 5}, "max_tokens"),
+    ({"frequency_penalty": 0.5}, "frequency_penalty"),
+    ({"presence_penalty": -3}, "presence_penalty"),
+    ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"logprobs": True}, "logprobs"),
+    ({"top_logprobs": 3}, "top_logprobs"),
+    ({"modalities": ["text", "audio"]}, "modalities"),
+    ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+    ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
+    ({"reasoning_effort": "low"}, "reasoning_effort"),
+    ({"verbosity": "high"}, "verbosity"),
+    ({"web_search_options": {}}, "web_search_options"),
+    ({"functions": [{"name": "f"}]}, "functions"),
+    ({"function_call": "auto"}, "function_call"),
+    ({"store": True}, "store"),
+    ({"service_tier": "flex"}, "service_tier"),
+    ({"prompt_cache_retention": "24h"}, "prompt_cache_retention"),
+    ({"metadata": {"k": 1}}, "metadata.k"),
+    ({"user": 5}, "user"),
+    ({"parallel_tool_calls": "no"}, "parallel_tool_calls"),
+    ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ({"stream": True, "stream_options": {"include_obfuscation": True}}, "stream_options"),
+    ({"frobnicate": 1}, "frobnicate"),
+    ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice"),
+    ({"tools": [{**WEATHER, "function": {**WEATHER["function"], "strict": True}}]}, "tools[0]"),
+]
+
+
+@pytest.mark.parametrize(("change", "param"), HOSTILE_CHAT)
+def test_parse_chat_refuses_what_it_cannot_honour(change, param):
+    err = status_of(rq.parse_chat, {**chat_body(), **change}, **LIMITS)
+    assert (err.status, err.type) == (400, "invalid_request_error"), err.message
+    assert err.param.startswith(param), (err.param, err.message)
+    if param == "frobnicate":
+        assert err.message == "Unrecognized request argument supplied: frobnicate"
+
+
+def test_parse_chat_honours_sampling_fields_and_accepts_neutral_ones():
+    req = rq.parse_chat(
+        chat_body(temperature=0.7, top_p=0.9, seed=-3, stop=["\n", "END"], max_tokens=5),
+        **LIMITS,
+    )
+    assert req.job.decoding == Decoding(temperature=0.7, top_p=0.9, seed=-3, stop=("\n", "END"))
+    assert rq.parse_chat(chat_body(stop="."), **LIMITS).job.decoding.stop == (".",)
+    assert rq.parse_chat(chat_body(), **LIMITS).job.decoding == Decoding()  # greedy default
+    neutral = {
+        "temperature": 0,
+        "top_p": 1,
+        "stop": None,
+        "n": 1,
+        "frequency_penalty": 0,
+        "presence_penalty": 0.0,
+        "logit_bias": {},
+        "logprobs": False,
+        "top_logprobs": 0,
+        "modalities": ["text"],
+        "store": False,
+        "service_tier": "auto",
+        "audio": None,
+        "user": "u-1",
+        "safety_identifier": "s",
+        "prompt_cache_key": "k",
+        "metadata": {"team": "asr"},
+        "max_tokens": 7,
+        "max_completion_tokens": 7,
+        "response_format": {"type": "text"},
+        "parallel_tool_calls": True,
+    }
+    req = rq.parse_chat(chat_body(**neutral), **LIMITS)
+    assert req.job.decoding.greedy and req.job.max_tokens == 7 and not req.json_object
+    json_req = rq.parse_chat(chat_body(response_format={"type": "json_object"}), **LIMITS)
+    assert json_req.json_object
+    one = rq.parse_chat(chat_body(tools=[WEATHER], parallel_tool_calls=False), **LIMITS)
+    assert not one.parallel_tool_calls
+
+
+def test_parse_json_refuses_non_standard_constants():
+    for raw in (b'{"temperature": NaN}', b'{"top_p": Infinity}', b'{"seed": -Infinity}'):
+        assert "not valid JSON" in status_of(rq.parse_json, raw).message
+
+
+def test_parse_transcription_honours_or_refuses_every_field():
+    fields = {"model": "steermoe", "file": (wav_bytes(1.0), "a.wav")}
+    plain = rq.parse_transcription(fields, **LIMITS)
+    assert plain.job.decoding == Decoding() and plain.job.instruction == "Transcribe the audio."
+    req = rq.parse_transcription(
+        {
+            **fields,
+            "temperature": "0.4",
+            "language": "EN-gb",
+            "prompt": " Elinor, Marianne. ",
+            "response_format": "verbose_json",
+            "timestamp_granularities[]": ["segment"],
+            "stream": "false",
+        },
+        **LIMITS,
+    )
+    assert req.job.decoding.temperature == pytest.approx(0.4)
+    assert req.job.instruction == "Transcribe the audio.\nContext: Elinor, Marianne."
+    assert req.language == "EN-gb"
+    for fmt in ("srt", "vtt", "text", "json"):
+        assert rq.parse_transcription({**fields, "response_format": fmt}, **LIMITS)
+    german = rq.parse_transcription({**fields, "language": "de"}, **LIMITS, languages=("en", "de"))
+    assert german.language == "de"
+    for change, param in [
+        ({"temperature": "abc"}, "temperature"),
+        ({"temperature": "-1"}, "temperature"),
+        ({"temperature": "1.5"}, "temperature"),
+        ({"temperature": "nan"}, "temperature"),
+        ({"language": "xx"}, "language"),
+        ({"language": "de"}, "language"),
+        ({"response_format": "xml"}, "response_format"),
+        ({"stream": "true"}, "stream"),
+        (
+            {"timestamp_granularities[]": ["word"], "response_format": "verbose_json"},
+            "timestamp_granularities[]",
+        ),
+        ({"timestamp_granularities[]": ["segment"]}, "timestamp_granularities[]"),
+        ({"include[]": ["logprobs"]}, "include[]"),
+        ({"chunking_strategy": "auto"}, "chunking_strategy"),
+        ({"known_speaker_names[]": ["a"]}, "known_speaker_names[]"),
+        ({"seed": "1"}, "seed"),
+        ({"top_p": "0.5"}, "top_p"),
+    ]:
+        err = status_of(rq.parse_transcription, {**fields, **change}, **LIMITS)
+        assert (err.status, err.param) == (400, param), (change, err.message)
+    err = status_of(rq.parse_transcription, {**fields, "language": "xx"}, **LIMITS)
+    assert err.code == "unsupported_language" and "en" in err.message
 
 
 BOUNDARY = "b0undary"
@@ -397,6 +549,75 @@ def test_sse_chunk_and_transcription_formats():
     assert verbose["duration"] == 1.5 and verbose["language"] == "de"
 
 
+def test_json_object_is_validated_and_refused_when_not_json():
+    ok = rs.chat_completion(result('{"a": 1}'), model="m", json_object=True)
+    assert ok["choices"][0]["message"] == {"role": "assistant", "content": '{"a": 1}'}
+    for text in ("hello", "[1, 2]", '{"a": '):
+        out = rs.chat_completion(result(text), model="m", json_object=True)
+        message = out["choices"][0]["message"]
+        assert message["content"] is None and "JSON object" in message["refusal"]
+        assert out["choices"][0]["finish_reason"] == "stop"
+    cut = rs.chat_completion(result('{"a": ', finish="length"), model="m", json_object=True)
+    assert cut["choices"][0]["message"]["content"] == '{"a": '  # budget spent: partial JSON
+    assert cut["choices"][0]["finish_reason"] == "length"
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call():
+    text = '[get_weather(city="Paris"), set_timer(minutes=5)]'
+    offered = ["get_weather", "set_timer"]
+    both = rs.chat_completion(result(text), model="m", offered=offered)
+    one = rs.chat_completion(result(text), model="m", offered=offered, parallel_tool_calls=False)
+    assert len(both["choices"][0]["message"]["tool_calls"]) == 2
+    (call,) = one["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+
+
+def test_timed_transcription_formats_hold_one_cue_over_the_clip():
+    r = result("hello world")
+    srt = rs.transcription(r, response_format="srt", duration_s=3723.5, language=None)
+    assert srt == "1\n00:00:00,000 --> 01:02:03,500\nhello world\n\n"
+    vtt = rs.transcription(r, response_format="vtt", duration_s=2.99, language=None)
+    assert vtt == "WEBVTT\n\n00:00:00.000 --> 00:00:02.990\nhello world\n\n"
+    verbose = rs.transcription(r, response_format="verbose_json", duration_s=2.99, language="en")
+    assert verbose["segments"] == [
+        {"id": 0, "seek": 0, "start": 0.0, "end": 2.99, "text": "hello world"}
+    ]
+
+
+def test_bench_report_has_a_sampled_row_and_its_cost():
+    from steermoe.serve.bench import LoadResult, chat_body, report
+
+    def row(mode, c, wall):
+        lat = [wall / 4] * 8
+        res = LoadResult(c, 8, 0, wall, 8.0, lat, 32)
+        return {"mode": mode, "result": res, "mean_batch": 1.0}
+
+    bench = {
+        "rows": [row(m, c, w) for c in (1, 8) for m, w in [("batched", 1), ("unbatched", 4)]]
+        + [row("sampled", c, 2) for c in (1, 8)],
+        "ms_per_token": 5.0,
+        "clips": 1,
+    }
+    lines = report(bench).splitlines()
+    assert [ln.split()[:2] for ln in lines[1:7]] == [
+        ["batched", "1"],
+        ["unbatched", "1"],
+        ["batched", "8"],
+        ["unbatched", "8"],
+        ["sampled", "1"],
+        ["sampled", "8"],
+    ]
+    assert "throughput batched / unbatched: c=1: x4.00, c=8: x4.00" in lines
+    assert "throughput sampled / greedy (batched): c=1: x0.50, c=8: x0.50" in lines
+    body = chat_body("m", "AAAA", 4, {"temperature": 0.7, "top_p": 0.9, "seed": 3})
+    assert (body["max_tokens"], body["temperature"], body["top_p"], body["seed"]) == (
+        4,
+        0.7,
+        0.9,
+        3,
+    )
+
+
 # ------------------------------------------------------------------------------- args
 
 
@@ -470,3 +691,39 @@ def test_engine_stream_cancel_stops_decoding(engine):
     job = Job(np.zeros(16000, dtype=np.float32), "x", 6)
     with pytest.raises(Cancelled):
         engine.stream(job, lambda _: None, cancel)
+
+
+def sampled_jobs(seed: int | None, n: int = 2, **opts) -> list[Job]:
+    rng = np.random.default_rng(5)
+    waves = [(0.1 * rng.standard_normal(16000 + 8000 * i)).astype(np.float32) for i in range(n)]
+    return [
+        Job(w, "Transcribe the audio.", 10, Decoding(temperature=1.0, seed=seed, **opts))
+        for w in waves
+    ]
+
+
+def test_engine_sampling_is_seeded_per_request(engine):
+    first = engine.run(sampled_jobs(seed=11))
+    assert engine.run(sampled_jobs(seed=11)) == first  # same seed, same output
+    texts = {engine.run(sampled_jobs(seed=s))[0].text for s in range(4)}
+    assert len(texts) > 1  # the seed matters
+    # Batch composition does not: alone, or next to a greedy request and another seed.
+    alone = engine.run(sampled_jobs(seed=11)[1:])[0]
+    greedy = Job(np.zeros(20000, dtype=np.float32), "What?", 6)
+    other = sampled_jobs(seed=99, n=1)[0]
+    mixed = engine.run([greedy, sampled_jobs(seed=11)[1], other])
+    assert mixed[1] == alone == first[1]
+    assert mixed[0] == engine.run([greedy])[0]
+
+
+def test_engine_stop_strings_cut_the_text_batched_and_streamed(engine):
+    (free,) = engine.run(sampled_jobs(seed=3, n=1))
+    assert free.completion_tokens == 10 and len(free.text) > 4, free
+    stop = free.text[2:4]
+    (job,) = sampled_jobs(seed=3, n=1, stop=(stop, "never-in-output"))
+    (cut,) = engine.run([job])
+    assert cut.text == free.text[: free.text.index(stop)].strip()
+    assert cut.finish_reason == "stop" and cut.completion_tokens <= free.completion_tokens
+    pieces: list[str] = []
+    streamed = engine.stream(job, pieces.append)
+    assert streamed == cut and "".join(pieces) == cut.text

@@ -6,6 +6,7 @@ S pooling stride, A = T/S audio tokens, H LLM width, P prompt length, V vocabula
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -67,12 +68,55 @@ class Batch:
         return self
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How one example is decoded. The default is greedy, the decoding evaluation measures.
+
+    Raises:
+        ValueError: a value out of range (never repaired silently).
+    """
+
+    # Softmax temperature; 0 = greedy (argmax), > 0 samples from the tempered distribution.
+    temperature: float = 0.0
+    # Nucleus sampling: draw only from the most likely tokens whose mass reaches top_p.
+    top_p: float = 1.0
+    # Seed of this example's own generator (None = a fresh random seed); unused when greedy.
+    seed: int | None = None
+    # Decoding stops once the text contains one of these; the text is cut before it.
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must not be empty")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def generator(self) -> torch.Generator | None:
+        """A CPU generator for this example alone (the same draws on any device, in any batch)."""
+        if self.greedy:
+            return None
+        gen = torch.Generator()
+        if self.seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(self.seed % 2**64)  # OpenAI seeds are signed 64-bit
+        return gen
+
+
 @dataclass
 class Generation:
-    """Greedy decoding results, one entry per example."""
+    """Decoding results, one entry per example."""
 
     texts: list[str]
     token_ids: list[list[int]]
+    # "stop" (end of turn, a stop string or the repetition guard) or "length" (budget spent).
+    finish_reasons: list[str] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> list[int]:
@@ -312,21 +356,26 @@ class SteerMoEModel(nn.Module):
         batch: Batch,
         *,
         max_new_tokens: int | Sequence[int] = 64,
+        decoding: Decoding | Sequence[Decoding] | None = None,
         on_token=None,
         max_repeats: int = 4,
     ) -> Generation:
-        """Batched greedy decoding with a KV cache, left padding and a correct mask.
+        """Batched decoding with a KV cache, left padding and a correct mask.
 
-        Deterministic; the result for an example does not depend on what it is batched with.
+        Greedy by default (deterministic). A sampled example draws from its own generator,
+        seeded per example, once per token it emits; so with a seed, the result for an
+        example does not depend on what it is batched with, greedy or sampled.
 
         Args:
             batch: collated inputs (targets ignored).
             max_new_tokens: decoding budget, one for all or one per example (a batch with
                 mixed budgets decodes each example exactly as it would alone).
+            decoding: temperature, top_p, seed and stop strings, one for all or one per
+                example (None = greedy, no stop strings).
             on_token: optional ``on_token(step, new_ids: list[int|None])`` callback per step
                 (``None`` for finished examples), used for streaming.
             max_repeats: repetition guard: an example stops once its output ends with the
-                same 1-8 token pattern this many times in a row; the repeats are dropped
+                same 1-24 token pattern this many times in a row; the repeats are dropped
                 (0 disables).
         """
         from transformers import DynamicCache
@@ -341,6 +390,13 @@ class SteerMoEModel(nn.Module):
         )
         if len(budgets) != b:
             raise ValueError(f"max_new_tokens has {len(budgets)} budgets for {b} examples")
+        if decoding is None or isinstance(decoding, Decoding):
+            opts = [decoding or Decoding()] * b
+        else:
+            opts = list(decoding)
+        if len(opts) != b:
+            raise ValueError(f"decoding has {len(opts)} entries for {b} examples")
+        generators = [o.generator() for o in opts]
         lengths = torch.tensor([e.shape[0] for e in embeds], device=audio.device)
         width = int(lengths.max())
         x = torch.stack([F.pad(e, (0, 0, width - e.shape[0], 0)) for e in embeds])  # B, P, H
@@ -350,6 +406,8 @@ class SteerMoEModel(nn.Module):
         cache = DynamicCache()
         done = torch.zeros(b, dtype=torch.bool, device=x.device)
         out: list[list[int]] = [[] for _ in range(b)]
+        reasons = ["length"] * b
+        cut: list[str | None] = [None] * b  # text before a stop string, once one appears
         inputs = x
         for step in range(max(budgets, default=0)):
             logits = self.llm(
@@ -361,18 +419,30 @@ class SteerMoEModel(nn.Module):
                 logits_to_keep=1,
             ).logits[:, -1]  # B, V
             token = logits.float().argmax(-1)  # B
+            for i in range(b):
+                if generators[i] is not None and not done[i]:  # one draw per emitted token
+                    token[i] = _sample(logits[i], opts[i], generators[i])
             finished_now = torch.isin(token, stops)
             emitted: list[int | None] = []
             for i in range(b):
                 if done[i] or finished_now[i]:
+                    if not done[i]:  # end of turn
+                        reasons[i] = "stop"
                     emitted.append(None)
                     continue
                 out[i].append(int(token[i]))
                 emitted.append(int(token[i]))
-                if (max_repeats and _trim_repeats(out[i], max_repeats)) or len(out[i]) >= budgets[
-                    i
-                ]:
+                if opts[i].stop:
+                    text = self.tokenizer.decode(out[i], skip_special_tokens=True)
+                    cut[i] = _cut_at_stop(text, opts[i].stop)
+                if (
+                    cut[i] is not None
+                    or (max_repeats and _trim_repeats(out[i], max_repeats))
+                    or len(out[i]) >= budgets[i]
+                ):
                     finished_now[i] = True
+                    hit_budget = cut[i] is None and len(out[i]) >= budgets[i]
+                    reasons[i] = "length" if hit_budget else "stop"
             if on_token is not None:
                 on_token(step, emitted)
             done |= finished_now
@@ -381,8 +451,34 @@ class SteerMoEModel(nn.Module):
             inputs = self._embed(token)[:, None, :]  # B -> B, 1, H
             attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype, device=attn.device)], 1)
             positions = positions[:, -1:] + 1
-        texts = [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in out]
-        return Generation(texts=texts, token_ids=out)
+        texts = [
+            (c if c is not None else self.tokenizer.decode(ids, skip_special_tokens=True)).strip()
+            for c, ids in zip(cut, out)
+        ]
+        return Generation(texts=texts, token_ids=out, finish_reasons=reasons)
+
+
+def _sample(logits: torch.Tensor, opts: Decoding, generator: torch.Generator) -> int:
+    """One draw from the tempered nucleus of ``logits`` (V,), by inverse CDF.
+
+    The uniform comes from the example's CPU ``generator``: the same seed gives the same
+    draws on any device and in any batch.
+    """
+    probs = torch.softmax(logits.float() / opts.temperature, -1)  # V
+    ranked, order = probs.sort(descending=True, stable=True)  # V, V
+    if opts.top_p < 1:
+        # Keep a token while the mass before it is below top_p (the most likely always stays).
+        ranked = ranked * ((ranked.cumsum(-1) - ranked) < opts.top_p)
+    cdf = ranked.cumsum(-1)  # V
+    u = torch.rand((), generator=generator).to(cdf.device) * cdf[-1]
+    index = min(int(torch.searchsorted(cdf, u, right=True)), cdf.shape[0] - 1)
+    return int(order[index])
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str | None:
+    """``text`` before the earliest stop string in it, or None if there is none."""
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[: min(hits)] if hits else None
 
 
 def _trim_repeats(ids: list[int], times: int, longest: int = 24) -> bool:

@@ -2,7 +2,7 @@
 
 Routes: ``POST /v1/audio/transcriptions``, ``POST /v1/chat/completions``, ``GET /v1/models``,
 ``GET /v1/models/{id}``, ``GET /health`` (no key needed). Non-streamed requests of a replica are
-decoded together by ``@serve.batch`` (one encoder pass and one batched greedy loop per batch).
+decoded together by ``@serve.batch`` (one encoder pass and one batched decoding loop per batch).
 A streamed chat request (``stream: true``) bypasses the batcher and decodes alone, token by
 token; it shares the replica's model lock with the batches, so the two never run at once.
 
@@ -35,7 +35,7 @@ from steermoe.serve import requests as rq
 from steermoe.serve import responses as rs
 from steermoe.serve.args import ServeArgs, key_digest, with_key_digest
 from steermoe.serve.engine import Engine, Job, Result
-from steermoe.serve.errors import NOT_FOUND, APIError, error_body, server_error
+from steermoe.serve.errors import APIError, error_body, server_error
 from steermoe.serve.loading import (
     default_tracking_uri,
     find_checkpoint,
@@ -58,10 +58,10 @@ api = FastAPI(title="SteerMoE", docs_url=None, redoc_url=None, openapi_url=None)
 
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    # Unknown routes (404) and wrong methods (405) in OpenAI's error shape.
-    kind = NOT_FOUND if exc.status_code == 404 else "invalid_request_error"
-    message = f"{request.method} {request.url.path[:100]}: {exc.detail}"
-    return JSONResponse(error_body(message, type=kind), status_code=exc.status_code)
+    # Unknown routes (404) and wrong methods (405) as OpenAI answers them.
+    where = f"{request.method} {request.url.path[:100]}"
+    message = f"Invalid URL ({where})" if exc.status_code == 404 else f"{where}: {exc.detail}"
+    return JSONResponse(error_body(message), status_code=exc.status_code)
 
 
 @api.exception_handler(RequestValidationError)
@@ -112,6 +112,8 @@ class SteerMoEServer:
         self.limit_bytes = int(self.args.max_body_mb * 2**20)
         self.created = int(time.time())
         self.backbones = {r: header["backbones"][r].get("name") for r in ("encoder", "llm")}
+        # Transcription languages: those the checkpoint says it was trained on, else English.
+        self.languages = tuple(header.get("languages") or rq.DEFAULT_LANGUAGES)
         self.stats = Stats()
         self._lock = asyncio.Lock()  # one model call at a time (batches and streams)
         self._pending: deque[_Pending] = deque()
@@ -190,12 +192,14 @@ class SteerMoEServer:
         """SSE chunks for one streamed chat completion (decoded alone, outside the batcher)."""
         rid, created, model = rs.new_id("chatcmpl"), int(time.time()), req.model
         offered = [t["function"]["name"] for t in req.tools]
+        # With tools or json_object the answer is checked once complete, then sent whole.
+        whole = bool(offered) or req.json_object
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         cancel = threading.Event()
 
         def on_delta(piece: str) -> None:
-            if not offered:  # with tools, the answer is parsed once complete
+            if not whole:
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
 
         async def work() -> Result:
@@ -222,9 +226,14 @@ class SteerMoEServer:
                 yield rs.sse("[DONE]")
                 return
             finish = result.finish_reason
-            if offered:
-                message, finish = rs.message_from_result(result, offered)
-                delta = {"content": message["content"]}
+            if whole:
+                message, finish = rs.message_from_result(
+                    result,
+                    offered,
+                    json_object=req.json_object,
+                    parallel_tool_calls=req.parallel_tool_calls,
+                )
+                delta = {k: message[k] for k in ("content", "refusal") if k in message}
                 if message.get("tool_calls"):
                     delta = {
                         "tool_calls": [
@@ -295,7 +304,7 @@ class SteerMoEServer:
             require_media_type(request, "multipart/form-data")
             body = await read_body(request, self.limit_bytes)
             fields = await parse_multipart(request, body)
-            req = rq.parse_transcription(fields, **self._limits())
+            req = rq.parse_transcription(fields, **self._limits(), languages=self.languages)
             result = await self._decode(req.job)
             out = rs.transcription(
                 result,
@@ -320,8 +329,15 @@ class SteerMoEServer:
             if req.stream:
                 return StreamingResponse(self._stream(req), media_type="text/event-stream")
             result = await self._decode(req.job)
-            offered = [t["function"]["name"] for t in req.tools]
-            return JSONResponse(rs.chat_completion(result, model=req.model, offered=offered))
+            return JSONResponse(
+                rs.chat_completion(
+                    result,
+                    model=req.model,
+                    offered=[t["function"]["name"] for t in req.tools],
+                    json_object=req.json_object,
+                    parallel_tool_calls=req.parallel_tool_calls,
+                )
+            )
 
         return await self._answer("chat", request, handler)
 

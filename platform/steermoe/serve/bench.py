@@ -1,7 +1,9 @@
 """Closed-loop HTTP load for ``jobs/bench_serve.py`` (runs in a separate process).
 
 Each of ``concurrency`` workers sends its requests back to back over its own keep-alive
-connection, so exactly ``concurrency`` requests are in flight at any time.
+connection, so exactly ``concurrency`` requests are in flight at any time. Besides greedy
+batched and unbatched decoding, a ``sampled`` row measures the batched deployment with
+sampling on (temperature, top_p and a seed per request).
 """
 
 from __future__ import annotations
@@ -57,13 +59,15 @@ def clips_b64(paths: list[Path], max_s: float) -> list[tuple[str, float]]:
     return out
 
 
-def chat_body(model: str, clip_b64: str, max_tokens: int) -> dict:
-    """An ASR chat completion request (audio only: the model's own ASR instruction)."""
+def chat_body(model: str, clip_b64: str, max_tokens: int, sampling: dict | None = None) -> dict:
+    """An ASR chat completion request (audio only: the model's own ASR instruction), greedy
+    or with the ``sampling`` fields (``temperature``, ``top_p``, ``seed``)."""
     part = {"type": "input_audio", "input_audio": {"data": clip_b64, "format": "wav"}}
     return {
         "model": model,
         "messages": [{"role": "user", "content": [part]}],
         "max_tokens": max_tokens,
+        **(sampling or {}),
     }
 
 
@@ -76,8 +80,10 @@ def closed_loop(
     per_worker: int,
     max_tokens: int,
     api_key: str | None = None,
+    sampling: dict | None = None,
 ) -> LoadResult:
-    """Run ``concurrency`` workers x ``per_worker`` chat completions against ``url``."""
+    """Run ``concurrency`` workers x ``per_worker`` chat completions against ``url``
+    (greedy, or sampled with ``sampling`` and a different seed per request)."""
     import requests
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -87,10 +93,11 @@ def closed_loop(
         with requests.Session() as session:
             for i in range(per_worker):
                 clip, seconds = clips[(w + i) % len(clips)]
+                seeded = {**sampling, "seed": w * per_worker + i} if sampling else None
                 t0 = time.perf_counter()
                 r = session.post(
                     f"{url}/v1/chat/completions",
-                    json=chat_body(model, clip, max_tokens),
+                    json=chat_body(model, clip, max_tokens, seeded),
                     headers=headers,
                     timeout=600,
                 )
@@ -129,6 +136,9 @@ class BenchSpec:
     # Requests per concurrency level (at least 2 per worker).
     requests: int = 64
     max_tokens: int = 16
+    # The sampled row: temperature (0 = no such row) and top_p, on the batched deployment.
+    temperature: float = 0.7
+    top_p: float = 0.9
 
 
 def _health(url: str) -> dict:
@@ -145,7 +155,8 @@ def _model_card(url: str, api_key: str | None) -> dict:
 
 
 def run_benchmark(urls: dict[str, str], spec: BenchSpec, *, api_key: str | None) -> dict:
-    """Measure every mode in ``urls`` (e.g. batched/unbatched) at every concurrency.
+    """Measure every mode in ``urls`` (e.g. batched/unbatched) at every concurrency, plus
+    ``sampled``: the first url with sampling on (unless ``spec.temperature`` is 0).
 
     The load runs in a spawned process so the client never competes with this process's
     threads for the GIL. Returns rows plus the batch-1 decode latency.
@@ -160,7 +171,9 @@ def run_benchmark(urls: dict[str, str], spec: BenchSpec, *, api_key: str | None)
     rows = []
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
 
-        def load(url: str, concurrency: int, per_worker: int, max_tokens: int) -> LoadResult:
+        def load(
+            url: str, concurrency: int, per_worker: int, max_tokens: int, sampling=None
+        ) -> LoadResult:
             return pool.submit(
                 closed_loop,
                 url,
@@ -170,7 +183,13 @@ def run_benchmark(urls: dict[str, str], spec: BenchSpec, *, api_key: str | None)
                 per_worker=per_worker,
                 max_tokens=max_tokens,
                 api_key=api_key,
+                sampling=sampling,
             ).result()
+
+        modes = [(mode, url, None) for mode, url in urls.items()]
+        if spec.temperature > 0:
+            sampling = {"temperature": spec.temperature, "top_p": spec.top_p}
+            modes.append(("sampled", first, sampling))
 
         for url in urls.values():  # warm-up: first requests pay lazy initialisation
             load(url, 2, 2, spec.max_tokens)
@@ -180,9 +199,9 @@ def run_benchmark(urls: dict[str, str], spec: BenchSpec, *, api_key: str | None)
         extra_ms = 1000 * (np.mean(full.latencies_s) - np.mean(one.latencies_s))
         ms_per_token = extra_ms / extra_tokens if extra_tokens > 0 else float("nan")
         for c in spec.concurrency:
-            for mode, url in urls.items():
+            for mode, url, sampling in modes:
                 before = _health(url)["batches"]
-                res = load(url, c, max(2, spec.requests // c), spec.max_tokens)
+                res = load(url, c, max(2, spec.requests // c), spec.max_tokens, sampling)
                 after = _health(url)["batches"]
                 n = after["count"] - before["count"]
                 sizes = after["recent_sizes"][-n:] if n else []
@@ -224,5 +243,12 @@ def report(bench: dict, *, baseline: str = "unbatched", batched: str = "batched"
             f"{1000 * bound:.0f} ms: {'PASS' if p99 <= bound else 'FAIL'} "
             f"(ratio {p99 / bound:.2f})"
         )
+    if any(mode == "sampled" for mode, _ in by):
+        costs = [
+            f"c={c}: x{by[('sampled', c)].rps / by[(batched, c)].rps:.2f}"
+            for c in levels
+            if ("sampled", c) in by
+        ]
+        lines.append("throughput sampled / greedy (batched): " + ", ".join(costs))
     lines.append(f"decode latency at batch 1: {bench['ms_per_token']:.2f} ms/token")
     return "\n".join(lines)

@@ -1,8 +1,9 @@
-"""The model side of serving: batched and streamed greedy decoding over ``model.generate``.
+"""The model side of serving: batched and streamed decoding over ``model.generate``.
 
 Serve calls the same ``collate`` + ``generate`` the evaluators measured. A batch decodes with
-each request's own ``max_tokens`` as its budget (per-example budgets in ``generate``); greedy
-decoding is batch-invariant, so a request gets the same tokens alone or in any batch.
+each request's own ``max_tokens`` and :class:`Decoding` (temperature, top_p, seed, stop);
+greedy decoding, and sampling with a seed, are batch-invariant: a request gets the same tokens
+alone or in any batch.
 """
 
 from __future__ import annotations
@@ -10,18 +11,21 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from steermoe.model.core import Decoding
 
 
 @dataclass(frozen=True)
 class Job:
-    """One decoding request: a 16 kHz clip, the instruction and a token budget."""
+    """One decoding request: a 16 kHz clip, the instruction, a token budget, how to decode."""
 
     audio: np.ndarray
     instruction: str
     max_tokens: int
+    decoding: Decoding = field(default_factory=Decoding)
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class Result:
     text: str
     completion_tokens: int
     prompt_tokens: int
-    finish_reason: str  # "stop" (end of turn) or "length" (budget exhausted)
+    finish_reason: str  # "stop" (end of turn or a stop string) or "length" (budget spent)
 
 
 class Cancelled(Exception):
@@ -59,21 +63,22 @@ class Engine:
         self.max_audio_s = min(max_audio_s, window_s)
 
     def run(self, jobs: Sequence[Job]) -> list[Result]:
-        """Decode ``jobs`` as one batch (one encoder pass, one batched greedy loop)."""
+        """Decode ``jobs`` as one batch (one encoder pass, one batched decoding loop)."""
         batch = self.model.collate([j.audio for j in jobs], [j.instruction for j in jobs])
-        gen = self.model.generate(batch, max_new_tokens=[j.max_tokens for j in jobs])
-        out = []
-        for i, job in enumerate(jobs):
-            ids = gen.token_ids[i][: job.max_tokens]
-            out.append(
-                Result(
-                    text=self._decode(ids),
-                    completion_tokens=len(ids),
-                    prompt_tokens=self._prompt_tokens(batch, i),
-                    finish_reason="length" if len(ids) >= job.max_tokens else "stop",
-                )
+        gen = self.model.generate(
+            batch,
+            max_new_tokens=[j.max_tokens for j in jobs],
+            decoding=[j.decoding for j in jobs],
+        )
+        return [
+            Result(
+                text=gen.texts[i],
+                completion_tokens=len(gen.token_ids[i]),
+                prompt_tokens=self._prompt_tokens(batch, i),
+                finish_reason=gen.finish_reasons[i],
             )
-        return out
+            for i in range(len(jobs))
+        ]
 
     def stream(
         self,
@@ -84,7 +89,8 @@ class Engine:
         """Decode one job alone, calling ``on_delta(text)`` with each new piece of text.
 
         Pieces are emitted only once they decode to complete characters (byte-level BPE can
-        split a character across tokens); their concatenation equals ``Result.text``.
+        split a character across tokens) and cannot be the start of a stop string; their
+        concatenation equals ``Result.text``.
 
         Raises:
             Cancelled: ``cancel`` was set (the client disconnected).
@@ -100,28 +106,26 @@ class Engine:
             if new[0] is None:
                 return
             ids.append(new[0])
-            text = self._decode(ids)
+            raw = self.model.tokenizer.decode(ids, skip_special_tokens=True)
+            text = _before_stop(raw, job.decoding.stop).strip()
             if text.endswith("\ufffd") or not text.startswith(sent):
                 return
             if len(text) > len(sent):
                 on_delta(text[len(sent) :])
                 sent = text
 
-        gen = self.model.generate(batch, max_new_tokens=job.max_tokens, on_token=on_token)
-        ids = gen.token_ids[0]
-        final = self._decode(ids)
+        gen = self.model.generate(
+            batch, max_new_tokens=job.max_tokens, decoding=job.decoding, on_token=on_token
+        )
+        final = gen.texts[0]
         if final.startswith(sent) and len(final) > len(sent):
             on_delta(final[len(sent) :])
         return Result(
             text=final,
-            completion_tokens=len(ids),
+            completion_tokens=len(gen.token_ids[0]),
             prompt_tokens=self._prompt_tokens(batch, 0),
-            finish_reason="length" if len(ids) >= job.max_tokens else "stop",
+            finish_reason=gen.finish_reasons[0],
         )
-
-    def _decode(self, ids: Sequence[int]) -> str:
-        # The same decoding as SteerMoEModel.generate, so texts match the evaluated ones.
-        return self.model.tokenizer.decode(list(ids), skip_special_tokens=True).strip()
 
     def _prompt_tokens(self, batch, i: int) -> int:
         """Prefix + audio + instruction positions the LLM saw for example ``i``."""
@@ -129,3 +133,12 @@ class Engine:
         frames = (int(batch.feature_lengths[i]) + 1) // 2  # F -> T (conv stride 2)
         audio = math.ceil(frames / stride)  # T -> A
         return len(self.model.template.prefix_ids) + audio + len(batch.prompt_ids[i])
+
+
+def _before_stop(text: str, stop: Sequence[str]) -> str:
+    """The part of a growing ``text`` sure to stay: before a stop string, or all but the last
+    ``len(longest stop) - 1`` characters (they may begin one)."""
+    if not stop:
+        return text
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[: min(hits) if hits else max(0, len(text) - max(map(len, stop)) + 1)]

@@ -10,7 +10,6 @@ from typing import Any
 
 INVALID = "invalid_request_error"
 AUTH = "authentication_error"
-NOT_FOUND = "not_found_error"
 SERVER = "server_error"
 
 

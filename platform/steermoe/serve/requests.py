@@ -1,10 +1,11 @@
 """Parse and validate OpenAI-style requests into engine jobs (pure functions; no Ray, no HTTP).
 
-Unknown top-level fields are ignored (OpenAI clients send optional ones we do not use), but
-every field we read is type-checked strictly; mistakes raise :class:`APIError` naming the field.
-Sampling fields (``temperature``, ``top_p``...) are accepted and ignored: decoding is greedy.
-Only the last user message is used (the model is single-turn): its ``input_audio`` part is the
-clip and its text parts the instruction; system messages are replaced by the model's own.
+No field is silently ignored. Every top-level field of OpenAI's spec for the served routes is
+either honoured or refused with a 400 naming it (fields this server cannot honour are accepted
+only at their neutral value, e.g. ``logprobs: false``); a wrong type or range is a 400; an
+unrecognised field is a 400, as OpenAI answers. Only the last user message is used (the model
+is single-turn): its ``input_audio`` part is the clip and its text parts the instruction;
+system messages are replaced by the model's own. The README's Serve section has the table.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -19,20 +21,72 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from steermoe.data.tools import tool_instruction
+from steermoe.model.core import Decoding
 from steermoe.serve.audio import FORMATS, decode_audio
 from steermoe.serve.engine import Job
 from steermoe.serve.errors import APIError, bad_request
 
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 MAX_TOOLS = 128
+MAX_STOP = 4
 # Nesting deeper than this is refused before validation (it only serves to exhaust the stack).
 MAX_DEPTH = 32
-RESPONSE_FORMATS = ("json", "text", "verbose_json")
+RESPONSE_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+# Languages a checkpoint serves when its header does not list the ones it was trained on.
+DEFAULT_LANGUAGES = ("en",)
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+_INT64 = (-(2**63), 2**63 - 1)
+
+# Spec fields this server cannot honour, and the only values it accepts for them (the
+# neutral ones, which ask for nothing; null always is): anything else is a 400 naming the field.
+CHAT_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (0,),
+    "presence_penalty": (0,),
+    "logit_bias": ({},),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "modalities": (["text"],),
+    "audio": (),
+    "prediction": (),
+    "reasoning_effort": (),
+    "verbosity": (),
+    "web_search_options": (),
+    "functions": (),
+    "function_call": (),
+    "store": (False,),
+    "service_tier": ("auto", "default"),
+    "prompt_cache_retention": (),
+}
+# Transcription form fields refused whenever present (list fields end with "[]").
+ASR_UNSUPPORTED = (
+    "include[]",
+    "chunking_strategy",
+    "known_speaker_names[]",
+    "known_speaker_references[]",
+)
+ASR_FIELDS = (
+    "file",
+    "model",
+    "language",
+    "prompt",
+    "response_format",
+    "temperature",
+    "timestamp_granularities[]",
+    "stream",
+    *ASR_UNSUPPORTED,
+)
 
 
 class _Open(BaseModel):
+    """Nested request objects: strict types; keys beyond those read are let through."""
+
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class _Closed(BaseModel):
+    """Objects whose every key is either read or refused: unknown keys are a 400."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class TextPart(_Open):
@@ -62,6 +116,8 @@ class FunctionDef(_Open):
     name: str = Field(pattern=TOOL_NAME)
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    # Structured outputs: refused when true (arguments are parsed, not schema-constrained).
+    strict: bool | None = None
 
 
 class Tool(_Open):
@@ -69,32 +125,69 @@ class Tool(_Open):
     function: FunctionDef
 
 
-class NamedFunction(_Open):
+class NamedFunction(_Closed):
     name: str = Field(pattern=TOOL_NAME)
 
 
-class NamedChoice(_Open):
+class NamedChoice(_Closed):
     type: Literal["function"]
     function: NamedFunction
 
 
-class StreamOptions(_Open):
-    include_usage: bool = False
+class StreamOptions(_Closed):
+    include_usage: bool | None = None
+    # OpenAI's padding of streamed chunks against side channels; none is added here.
+    include_obfuscation: Literal[False] | None = None
 
 
-class ChatBody(_Open):
-    """The fields of ``POST /v1/chat/completions`` this server reads."""
+class ResponseFormat(_Closed):
+    # "json_schema" (structured outputs) is refused: the decode is not schema-constrained.
+    type: Literal["text", "json_object"]
+
+
+class ChatBody(_Closed):
+    """Every top-level field of ``POST /v1/chat/completions``: read, or refused unless neutral."""
 
     model: str
     messages: list[Message] = Field(min_length=1)
     tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
     tool_choice: Literal["none", "auto", "required"] | NamedChoice | None = None
+    # False: at most one call is returned (the first the model wrote).
+    parallel_tool_calls: bool | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
-    stream: bool = False
+    stream: bool | None = None
     stream_options: StreamOptions | None = None
     n: int | None = None
-    temperature: float | None = None
+    # 0 (the default here, and what evaluation measures) = greedy; OpenAI's range is 0..2.
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = Field(default=None, ge=_INT64[0], le=_INT64[1])
+    # A string or a list of up to MAX_STOP strings (checked by `stop_strings`).
+    stop: Any = None
+    response_format: ResponseFormat | None = None
+    # Labels with no effect on the answer (OpenAI does not use them to generate either).
+    user: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    # Refused unless neutral (CHAT_NEUTRAL): typed where a neutral value exists.
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[str, int] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    modalities: list[str] | None = None
+    audio: Any = None
+    prediction: Any = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
+    web_search_options: Any = None
+    functions: Any = None
+    function_call: Any = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prompt_cache_retention: Any = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +201,10 @@ class ChatRequest:
     tool_choice: str = "none"
     stream: bool = False
     include_usage: bool = False
+    # response_format json_object: the answer must be a JSON object (see responses.py).
+    json_object: bool = False
+    # parallel_tool_calls false: at most one tool call.
+    parallel_tool_calls: bool = True
 
 
 @dataclass(frozen=True)
@@ -128,7 +225,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not body:
         raise bad_request("request body is empty; expected a JSON object")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         reason = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)[:200]
         raise bad_request(f"request body is not valid JSON: {reason}") from None
@@ -137,6 +234,10 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if _depth(data) > MAX_DEPTH:
         raise bad_request(f"request body is nested deeper than {MAX_DEPTH} levels")
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _depth(obj: Any) -> int:
@@ -154,10 +255,33 @@ def _depth(obj: Any) -> int:
     return deepest
 
 
-def _validation_error(exc: ValidationError) -> APIError:
-    err = exc.errors(include_url=False, include_input=False)[0]
-    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+def _validation_error(exc: ValidationError, data: dict[str, Any]) -> APIError:
+    errors = exc.errors(include_url=False, include_input=False)
+    # Of the errors on the first bad field (one per member of a union), the deepest one;
+    # a wrong value before an unknown key (json_schema's own keys after its type).
+    located = [
+        (_param(data, e["loc"], missing=e["type"] == "missing"), e)
+        for e in errors
+        if e["loc"][:1] == errors[0]["loc"][:1]
+    ]
+    loc, err = max(located, key=lambda p: (p[1]["type"] != "extra_forbidden", len(p[0])))
+    if err["type"] == "extra_forbidden":
+        return bad_request(f"Unrecognized request argument supplied: {loc}", param=loc)
     return bad_request(f"{loc or 'body'}: {err['msg']}", param=loc or None)
+
+
+def _param(data: Any, loc: tuple, *, missing: bool) -> str:
+    """The path of ``loc`` in the request as a client wrote it (``tools[0].function.name``):
+    pydantic's union and tag labels in ``loc`` are not keys of the data and are dropped."""
+    path, node = "", data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            node, path = node[part], f"{path}.{part}"
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node, path = node[part], f"{path}[{part}]"
+        elif missing and i == len(loc) - 1 and isinstance(part, str):
+            path = f"{path}.{part}"  # a required key that is absent
+    return path.lstrip(".")
 
 
 def check_model(name: str, served_name: str) -> None:
@@ -173,9 +297,16 @@ def check_model(name: str, served_name: str) -> None:
 
 
 def token_budget(body: ChatBody, limit: int) -> int:
-    """``max_completion_tokens`` (or the legacy ``max_tokens``), checked against the limit."""
-    param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
-    value = body.max_completion_tokens if param == "max_completion_tokens" else body.max_tokens
+    """``max_completion_tokens`` (or its older spelling ``max_tokens``), checked against the
+    limit; both may be given only with the same value."""
+    new, old = body.max_completion_tokens, body.max_tokens
+    if new is not None and old is not None and new != old:
+        raise bad_request(
+            f"max_tokens ({old}) and max_completion_tokens ({new}) disagree; send one",
+            param="max_tokens",
+        )
+    param = "max_completion_tokens" if new is not None else "max_tokens"
+    value = new if new is not None else old
     if value is None:
         return limit
     if value < 1 or value > limit:
@@ -211,7 +342,12 @@ def validate_tool_schema(tool: Tool, index: int) -> None:
 
 
 def select_tools(body: ChatBody) -> tuple[list[dict[str, Any]], str]:
-    """Validated tools offered to the model under ``tool_choice``, and the choice's name."""
+    """Validated tools offered to the model under ``tool_choice``, and the choice's name.
+
+    ``none`` offers no tools (the answer is text); ``auto`` offers all; a named function offers
+    only that one. ``required`` is refused: the decode is not constrained to a tool call, so
+    the model cannot be made to call one.
+    """
     tools = body.tools or []
     names = [t.function.name for t in tools]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -219,11 +355,23 @@ def select_tools(body: ChatBody) -> tuple[list[dict[str, Any]], str]:
         raise bad_request(f"tools: duplicate function names {dupes[:5]}", param="tools")
     for i, tool in enumerate(tools):
         validate_tool_schema(tool, i)
+        if tool.function.strict:
+            raise bad_request(
+                f"tools[{i}].function.strict: true is not supported (tool-call arguments are "
+                "parsed from the model's text, not constrained to the schema)",
+                param=f"tools[{i}].function.strict",
+            )
     choice = body.tool_choice
     if choice is None:
         choice = "auto" if tools else "none"
     if not tools and choice != "none":
         raise bad_request("tool_choice is set but no tools were given", param="tool_choice")
+    if choice == "required":
+        raise bad_request(
+            "tool_choice 'required' is not supported: this model cannot be forced to call a "
+            "tool; use 'auto' or name a function",
+            param="tool_choice",
+        )
     dumped = [t.model_dump(exclude_none=True) for t in tools]
     if choice == "none":
         return [], "none"
@@ -233,6 +381,114 @@ def select_tools(body: ChatBody) -> tuple[list[dict[str, Any]], str]:
             raise bad_request(f"tool_choice names unknown function {name!r}", param="tool_choice")
         return [dumped[names.index(name)]], name
     return dumped, choice
+
+
+def refuse_unsupported(body: ChatBody) -> None:
+    """400 for a spec field set to anything but its neutral value (see ``CHAT_NEUTRAL``)."""
+    for name, neutral in CHAT_NEUTRAL.items():
+        value = getattr(body, name)
+        if value is not None and value not in neutral:
+            accepted = " or ".join(json.dumps(v) for v in (None, *neutral))
+            raise bad_request(
+                f"Unsupported parameter: {name!r} is not supported by this server "
+                f"(accepted: {accepted})",
+                param=name,
+                code="unsupported_parameter",
+            )
+    if body.stream_options is not None and not body.stream:
+        raise bad_request("stream_options is only allowed when stream is true", "stream_options")
+
+
+def stop_strings(value: Any) -> tuple[str, ...]:
+    """``stop``: null, a string or a list of up to ``MAX_STOP`` non-empty strings."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(items, list)
+        or len(items) > MAX_STOP
+        or not all(isinstance(s, str) and s for s in items)
+    ):
+        raise bad_request(
+            f"stop must be a non-empty string or a list of up to {MAX_STOP} non-empty strings",
+            param="stop",
+        )
+    return tuple(dict.fromkeys(items))
+
+
+def chat_decoding(body: ChatBody) -> Decoding:
+    """Temperature, top_p, seed and stop strings of a chat request (greedy by default)."""
+    return Decoding(
+        temperature=body.temperature or 0.0,
+        top_p=body.top_p if body.top_p is not None else 1.0,
+        seed=body.seed,
+        stop=stop_strings(body.stop),
+    )
+
+
+def check_language(value: Any, languages: tuple[str, ...]) -> str | None:
+    """``language``: an ISO-639-1 code (a region subtag is allowed) the model was trained on."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _LANGUAGE.match(value):
+        raise bad_request("language must be an ISO-639-1 code such as 'en'", param="language")
+    if value.split("-")[0].lower() not in languages:
+        raise bad_request(
+            f"language {value[:20]!r} is not one this model was trained on "
+            f"(supported: {', '.join(languages)})",
+            param="language",
+            code="unsupported_language",
+        )
+    return value
+
+
+def form_temperature(value: Any) -> float:
+    """Transcription ``temperature``: a number in 0..1 sent as a form field (0 = greedy)."""
+    if value is None or value == "":
+        return 0.0
+    try:
+        number = float(value) if isinstance(value, str) else math.nan
+    except ValueError:
+        number = math.nan
+    if not 0 <= number <= 1:  # NaN fails too
+        raise bad_request("temperature must be a number between 0 and 1", param="temperature")
+    return number
+
+
+def check_form_fields(fields: dict[str, Any], response_format: str) -> None:
+    """400 for transcription fields that are unknown, unsupported or not honourable."""
+    for name in fields:
+        if name not in ASR_FIELDS:
+            raise bad_request(f"Unrecognized request argument supplied: {name[:40]}", name[:40])
+        if name in ASR_UNSUPPORTED:
+            raise bad_request(
+                f"Unsupported parameter: {name!r} is not supported by this server",
+                param=name,
+                code="unsupported_parameter",
+            )
+    list_fields = [n for n in ASR_FIELDS if n.endswith("[]")]
+    for name in ("model", "language", "prompt", "response_format", "temperature", "stream"):
+        if name in fields and not isinstance(fields[name], str):
+            raise bad_request(f"{name} must be a text field", param=name)
+    for name in list_fields:
+        if name in fields and not isinstance(fields[name], list):
+            raise bad_request(f"{name} must be a repeated text field", param=name)
+    if fields.get("stream", "false") not in ("false", "False", ""):
+        raise bad_request(
+            "stream: streamed transcriptions are not supported; the text comes whole",
+            param="stream",
+        )
+    grains = fields.get("timestamp_granularities[]", [])
+    if grains and response_format != "verbose_json":
+        raise bad_request(
+            "timestamp_granularities requires response_format 'verbose_json'",
+            param="timestamp_granularities[]",
+        )
+    if any(g != "segment" for g in grains):
+        raise bad_request(
+            "timestamp_granularities: only 'segment' is supported (one segment per clip)",
+            param="timestamp_granularities[]",
+        )
 
 
 def decode_b64(data: str, param: str) -> bytes:
@@ -260,16 +516,19 @@ def parse_chat(
     """Validate a chat completion body and decode its audio.
 
     Raises:
-        APIError: 400 for malformed fields, tools or audio; 404 for an unknown model.
+        APIError: 400 for malformed, unknown or unsupported fields, tools or audio; 404 for
+            an unknown model.
     """
     try:
         body = ChatBody.model_validate(data)
     except ValidationError as exc:
-        raise _validation_error(exc) from None
+        raise _validation_error(exc, data) from None
     check_model(body.model, served_name)
     if body.n not in (None, 1):
         raise bad_request("only n=1 is supported", param="n")
+    refuse_unsupported(body)
     budget = token_budget(body, max_tokens)
+    decoding = chat_decoding(body)
     tools, choice = select_tools(body)
     users = [i for i, m in enumerate(body.messages) if m.role == "user"]
     if not users:
@@ -299,11 +558,13 @@ def parse_chat(
     wave = decode_audio(raw, max_s=max_audio_s, fmt=fmt, param=where)
     return ChatRequest(
         model=body.model,
-        job=Job(audio=wave, instruction=instruction, max_tokens=budget),
+        job=Job(audio=wave, instruction=instruction, max_tokens=budget, decoding=decoding),
         tools=tools,
         tool_choice=choice,
-        stream=body.stream,
+        stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        json_object=body.response_format is not None and body.response_format.type == "json_object",
+        parallel_tool_calls=body.parallel_tool_calls is not False,
     )
 
 
@@ -314,14 +575,18 @@ def parse_transcription(
     max_tokens: int,
     max_audio_s: float,
     default_instruction: str,
+    languages: tuple[str, ...] = DEFAULT_LANGUAGES,
 ) -> TranscriptionRequest:
     """Validate multipart transcription fields (``file`` as ``(bytes, filename)``).
 
-    ``language`` and ``prompt`` are validated and accepted; decoding uses the model's own ASR
-    instruction, the one it was evaluated with (``language`` is echoed in ``verbose_json``).
+    Decoding uses the model's own ASR instruction, the one it was evaluated with; a ``prompt``
+    is added to it as a second line, ``Context: <prompt>`` (like Whisper's prompt: earlier
+    text, names and spellings to expect). ``temperature`` 0..1 (0 = greedy) samples the
+    decode. ``language`` must be one of ``languages`` (what the model was trained on).
 
     Raises:
-        APIError: 400 for missing/malformed fields or audio; 404 for an unknown model.
+        APIError: 400 for missing/malformed/unknown/unsupported fields or audio; 404 for an
+            unknown model.
     """
     model = fields.get("model")
     if not isinstance(model, str) or not model:
@@ -333,12 +598,11 @@ def parse_transcription(
             f"response_format must be one of {list(RESPONSE_FORMATS)}, got {str(fmt)[:20]!r}",
             param="response_format",
         )
-    language = fields.get("language") or None
-    if language is not None and (not isinstance(language, str) or not _LANGUAGE.match(language)):
-        raise bad_request("language must be an ISO-639 code such as 'en'", param="language")
-    for name in ("prompt", "temperature"):
-        if name in fields and not isinstance(fields[name], str):
-            raise bad_request(f"{name} must be a text field", param=name)
+    check_form_fields(fields, fmt)
+    language = check_language(fields.get("language"), languages)
+    temperature = form_temperature(fields.get("temperature"))
+    prompt = (fields.get("prompt") or "").strip()
+    instruction = f"{default_instruction}\nContext: {prompt}" if prompt else default_instruction
     file = fields.get("file")
     if not isinstance(file, tuple):
         raise bad_request("file: an audio file upload is required", param="file")
@@ -347,7 +611,12 @@ def parse_transcription(
     wave = decode_audio(data, max_s=max_audio_s, fmt=hint, param="file")
     return TranscriptionRequest(
         model=model,
-        job=Job(audio=wave, instruction=default_instruction, max_tokens=max_tokens),
+        job=Job(
+            audio=wave,
+            instruction=instruction,
+            max_tokens=max_tokens,
+            decoding=Decoding(temperature=temperature),
+        ),
         response_format=fmt,
         language=language,
     )

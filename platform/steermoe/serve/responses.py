@@ -2,8 +2,14 @@
 
 With tools offered, the generated text is parsed with the evaluators' ``parse_calls`` (JSON
 list of ``{"name", "arguments"}`` or Python call syntax): calls to offered functions become
-``tool_calls`` with ``finish_reason: "tool_calls"``; ``[]`` (the model's "no tool fits") becomes
-empty content; anything else is returned as plain content.
+``tool_calls`` with ``finish_reason: "tool_calls"`` (only the first with ``parallel_tool_calls:
+false``); ``[]`` (the model's "no tool fits") becomes empty content; anything else is returned
+as plain content.
+
+With ``response_format: {"type": "json_object"}`` the text is validated, not constrained: a
+JSON object is returned as content; anything else, once decoding stopped by itself, becomes
+``content: null`` with a ``refusal`` saying so (cut by ``max_tokens``, ``finish_reason:
+"length"``, the partial text is returned as content, as OpenAI does).
 """
 
 from __future__ import annotations
@@ -56,20 +62,46 @@ def usage(result: Result) -> dict[str, int]:
     }
 
 
-def message_from_result(result: Result, offered: Sequence[str]) -> tuple[dict[str, Any], str]:
+def is_json_object(text: str) -> bool:
+    """Whether ``text`` is one JSON object (what ``response_format: json_object`` promises)."""
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def message_from_result(
+    result: Result,
+    offered: Sequence[str],
+    *,
+    json_object: bool = False,
+    parallel_tool_calls: bool = True,
+) -> tuple[dict[str, Any], str]:
     """The assistant message and its ``finish_reason``."""
     calls = tool_calls_from_text(result.text, offered) if offered else None
     if calls:
+        calls = calls if parallel_tool_calls else calls[:1]
         return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
     content = "" if calls == [] else result.text
+    if json_object and result.finish_reason != "length" and not is_json_object(content):
+        refusal = "The model's answer was not a JSON object (response_format json_object)."
+        return {"role": "assistant", "content": None, "refusal": refusal}, "stop"
     return {"role": "assistant", "content": content}, result.finish_reason
 
 
 def chat_completion(
-    result: Result, *, model: str, offered: Sequence[str] = (), request_id: str | None = None
+    result: Result,
+    *,
+    model: str,
+    offered: Sequence[str] = (),
+    request_id: str | None = None,
+    json_object: bool = False,
+    parallel_tool_calls: bool = True,
 ) -> dict[str, Any]:
     """A ``chat.completion`` object."""
-    message, finish = message_from_result(result, offered)
+    message, finish = message_from_result(
+        result, offered, json_object=json_object, parallel_tool_calls=parallel_tool_calls
+    )
     return {
         "id": request_id or new_id("chatcmpl"),
         "object": "chat.completion",
@@ -111,19 +143,36 @@ def sse(body: dict[str, Any] | str) -> str:
     return f"data: {payload}\n\n"
 
 
+def timestamp(seconds: float, sep: str) -> str:
+    """``HH:MM:SS<sep>mmm`` (SRT uses ``,``, WebVTT ``.``)."""
+    ms = round(seconds * 1000)
+    return (
+        f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
+    )
+
+
 def transcription(
     result: Result, *, response_format: str, duration_s: float, language: str | None
 ) -> dict[str, Any] | str:
-    """The transcription body: ``{"text"}``, plain text, or the minimal ``verbose_json``."""
+    """The transcription body: ``{"text"}``, plain text, ``verbose_json``, ``srt`` or ``vtt``.
+
+    The model gives no timings inside a clip, so timed formats hold one segment (one cue)
+    spanning the whole clip.
+    """
     if response_format == "text":
         return result.text
+    if response_format == "srt":
+        return f"1\n{timestamp(0, ',')} --> {timestamp(duration_s, ',')}\n{result.text}\n\n"
+    if response_format == "vtt":
+        return f"WEBVTT\n\n{timestamp(0, '.')} --> {timestamp(duration_s, '.')}\n{result.text}\n\n"
     if response_format == "verbose_json":
+        end = round(duration_s, 3)
         return {
             "task": "transcribe",
             "language": language or "en",
-            "duration": round(duration_s, 3),
+            "duration": end,
             "text": result.text,
-            "segments": [],
-            "usage": {"type": "duration", "seconds": round(duration_s, 3)},
+            "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": end, "text": result.text}],
+            "usage": {"type": "duration", "seconds": end},
         }
     return {"text": result.text}
