@@ -154,4 +154,5 @@ def test_two_worker_run_survives_a_killed_worker_and_is_tracked_and_exported(
     before = [p.clone() for _, p in model.trainable_parameters()]
     header = load_checkpoint(model, result.checkpoint)
     assert header["step"] == 9
+    assert header["languages"] == ["en"]  # what Serve accepts in transcriptions
     assert any(not torch.equal(a, p) for a, (_, p) in zip(before, model.trainable_parameters()))

@@ -71,6 +71,7 @@ def train_fn_per_worker(train_config: dict) -> None:
         load_split(config, "validation", max_s=window), config.data.max_validation_examples
     )
     stream = build_stream(config, train_examples, model, rank=rank, world_size=world_size)
+    languages = sorted({ex.language.split("-")[0].lower() for ex in train_examples})
     prepare_ctc(model, config, train_examples)
     ctc = model.trainable.ctc
     optimizer = build_optimizer(model, t.optim)
@@ -163,7 +164,7 @@ def train_fn_per_worker(train_config: dict) -> None:
             )
             if model.steering is not None:
                 metrics.update(_routing(model, val_examples, config, device))
-            _save_and_report(engine, model, config, stream, step, restarts, metrics)
+            _save_and_report(engine, model, config, stream, step, restarts, metrics, languages)
             history, backfill = [], []
             window_samples, train_time = 0, 0.0
             window_start = time.perf_counter()
@@ -326,9 +327,17 @@ def _routing(model, examples: list[Example], config: Config, device) -> dict[str
 
 
 def _save_and_report(
-    engine, model, config: Config, stream, step: int, restarts: int, metrics: dict
+    engine,
+    model,
+    config: Config,
+    stream,
+    step: int,
+    restarts: int,
+    metrics: dict,
+    languages: list[str],
 ) -> None:
-    """Every rank saves its DeepSpeed shard; rank 0 adds the trainable-only checkpoint."""
+    """Every rank saves its DeepSpeed shard; rank 0 adds the trainable-only checkpoint (its
+    header names the ``languages`` trained on: Serve accepts those in transcriptions)."""
     import ray.train
 
     rank, _ = distributed.world()
@@ -344,7 +353,12 @@ def _save_and_report(
         )
         if rank == 0:
             with _gathered(model, config):
-                save_checkpoint(model, config.model, root / MODEL_DIR, extra={"step": step})
+                save_checkpoint(
+                    model,
+                    config.model,
+                    root / MODEL_DIR,
+                    extra={"step": step, "languages": languages},
+                )
             (root / STATE_FILE).write_text(
                 json.dumps({"step": step, "tag": tag, "config": to_dict(config)})
             )
