@@ -15,16 +15,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from evaluators import asr, audio_qa, function_calling
+from evaluators import asr
+from evaluators.tasks import TASKS
 
 REQUIRED_FIELDS = ("id", "duration_s", "latency_s", "reference", "prediction")
-_TASKS = {
-    "asr": "asr",
-    "aqa": "aqa",
-    "audio_qa": "aqa",
-    "fc": "fc",
-    "function_calling": "fc",
-}
 
 
 def _missing(record: Any, where: str) -> None:
@@ -91,11 +85,11 @@ def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
 def score_manifest(
     source: str | os.PathLike | Sequence[dict[str, Any]], task: str, **options: Any
 ) -> dict[str, Any]:
-    """Scores a manifest with the evaluator for ``task``.
+    """Scores a manifest with the evaluator for ``task`` (see :data:`evaluators.tasks.TASKS`).
 
     Args:
         source: A manifest path, or the records themselves.
-        task: ``"asr"``, ``"aqa"`` (``"audio_qa"``) or ``"fc"`` (``"function_calling"``).
+        task: ``"asr"``, ``"aqa"`` or ``"fc"``.
         **options: Passed to the evaluator; for ASR ``language`` defaults to the records'
             ``language`` field when they all share one, else ``"en"``.
 
@@ -105,38 +99,17 @@ def score_manifest(
     Raises:
         ValueError: On an unknown task or a malformed record.
     """
-    if task not in _TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(_TASKS)}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
     if isinstance(source, (str, os.PathLike)):
         records = read_manifest(source)
     else:
         records = list(source)
         for index, record in enumerate(records):
             _missing(record, f"record {index}")
-    preds = [r["prediction"] for r in records]
-    refs = [r["reference"] for r in records]
-    kind = _TASKS[task]
-    if kind == "asr":
-        languages = {r["language"] for r in records if "language" in r}
-        if len(languages) == 1 and "language" not in options:
-            options["language"] = languages.pop()
-        result = asr.score(preds, refs, **options)
+    result = TASKS[task].score(records, **options)
+    if task == "asr":
         result["rtfx"] = asr.rtfx(
             [r["duration_s"] for r in records], [r["latency_s"] for r in records]
         )
-        return result
-    if kind == "aqa":
-        return audio_qa.score(
-            preds,
-            refs,
-            kind=[r.get("kind", "open") for r in records],
-            choices=[r.get("choices") for r in records],
-            **options,
-        )
-    return function_calling.score(
-        preds,
-        [r["expected_calls"] for r in records],
-        [r["tools"] for r in records],
-        categories=[r.get("category") for r in records],
-        **options,
-    )
+    return result

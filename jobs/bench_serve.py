@@ -18,13 +18,12 @@ A real checkpoint on a GPU node::
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from jobs._cli import parse
+from steermoe.bench.serve import BenchSpec, default_clips, deploy_and_measure, report
 
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 FLAGS = (
     ("--concurrency", {"type": int, "nargs": "+", "default": [1, 8, 32]}),
     ("--requests", {"type": int, "default": 64, "help": "requests per concurrency level"}),
@@ -38,53 +37,24 @@ FLAGS = (
 
 def main(argv: list[str] | None = None) -> int:
     config, flags = parse(__doc__, argv, flags=FLAGS)
-    import ray
-    from ray import serve
-
-    from steermoe.serve.bench import BenchSpec, report, run_benchmark
-    from steermoe.serve.deploy import connect_ray, deploy
-    from steermoe.tracking import tracking_uri
-
-    clips = tuple(flags.clips or sorted(LIBRIVOX.glob("*.wav")))
+    clips = tuple(flags.clips or default_clips())
     if not clips:
         print("no clips: install pocketsphinx-testdata or pass --clips", file=sys.stderr)
         return 2
-    if flags.init_random and not Path(config.serve.model).exists():
-        from steermoe.model import build_model, save_checkpoint
-
-        save_checkpoint(build_model(config.model), config.model, config.serve.model)
-    connect_ray()
-    try:
-        uri = tracking_uri(config)
-        urls = {
-            "batched": deploy(
-                config, tracking_uri=uri, app_name="bench-batched", route_prefix="/batched"
-            ),
-            "unbatched": deploy(
-                config,
-                tracking_uri=uri,
-                app_name="bench-unbatched",
-                route_prefix="/unbatched",
-                max_batch_size=1,
-            ),
-        }
-        spec = BenchSpec(
-            clips=clips,
-            concurrency=tuple(flags.concurrency),
-            requests=flags.requests,
-            max_tokens=flags.max_tokens,
-            temperature=flags.temperature,
-            top_p=flags.top_p,
-        )
-        bench = run_benchmark(urls, spec, api_key=os.environ.get(config.serve.api_key_env))
-        print(
-            f"model {config.serve.model}, {bench['clips']} real clips, "
-            f"max_batch_size {config.serve.max_batch_size}, max_tokens {flags.max_tokens}"
-        )
-        print(report(bench))
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    spec = BenchSpec(
+        clips=clips,
+        concurrency=tuple(flags.concurrency),
+        requests=flags.requests,
+        max_tokens=flags.max_tokens,
+        temperature=flags.temperature,
+        top_p=flags.top_p,
+    )
+    bench = deploy_and_measure(config, spec, init_random=flags.init_random)
+    print(
+        f"model {config.serve.model}, {bench['clips']} real clips, "
+        f"max_batch_size {config.serve.max_batch_size}, max_tokens {flags.max_tokens}"
+    )
+    print(report(bench))
     return 0
 
 

@@ -7,9 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from synth_fixtures import write_suite
 
-from jobs import bench_model, bench_train
-from steermoe.bench import Comparison, interleave, steering_param_count, suppress_tokens
+from steermoe.bench import model as bench_model
+from steermoe.bench import train as bench_train
+from steermoe.bench.common import (
+    Comparison,
+    bare_train_loop,
+    interleave,
+    steering_param_count,
+    suppress_tokens,
+)
 from steermoe.config import ModelConfig
 from steermoe.model import build_model
 
@@ -81,13 +89,11 @@ def test_suppress_tokens_is_removed_afterwards(tiny_model):
 
 
 def test_bare_train_loop_on_tiny_backbones(tmp_path):
-    from synth_fixtures import write_suite
-
     root = write_suite(tmp_path / "data")
     cfg = bench_train.bench_config(
         "tiny", [f"data.root={root}"], steps=2, storage=str(tmp_path / "runs")
     )
-    timing = bench_train.bare_train_loop(cfg, steps=2, warmup_steps=1)
+    timing = bare_train_loop(cfg, steps=2, warmup_steps=1)
     assert timing.steps == 2 and timing.samples > 0
     assert positive([timing.samples_per_s, timing.step_s])
 

@@ -7,7 +7,8 @@ import jiwer
 import pytest
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from evaluators import EVALUATORS, asr
+from evaluators import asr
+from evaluators.tasks import TASKS, mode_for
 
 NORMALISER_CASES = [
     ("Hello, World!", "hello world"),
@@ -40,7 +41,8 @@ def test_basic_normaliser_for_other_languages():
 def test_metadata_and_registry():
     assert asr.PRIMARY == "wer"
     assert asr.HIGHER_IS_BETTER is False
-    assert EVALUATORS["asr"] is asr
+    assert TASKS["asr"].scorer is asr
+    assert mode_for("val_wer") == mode_for("librivox.wer") == mode_for("x.cer") == "min"
     assert asr.primary_metric("en") == "wer"
     assert asr.primary_metric("zh-CN") == "cer"
     assert asr.primary_metric("th") == "cer"

@@ -2,7 +2,8 @@
 
 import pytest
 
-from evaluators import EVALUATORS, audio_qa
+from evaluators import audio_qa
+from evaluators.tasks import TASKS, mode_for
 
 NORMALISE_CASES = [
     ("The Dog", "dog"),
@@ -31,8 +32,8 @@ def test_normalize_answer_table(raw, expected):
 def test_metadata_and_registry():
     assert audio_qa.PRIMARY == "accuracy"
     assert audio_qa.HIGHER_IS_BETTER is True
-    assert EVALUATORS["audio_qa"] is audio_qa
-    assert EVALUATORS["aqa"] is audio_qa
+    assert TASKS["aqa"].scorer is audio_qa
+    assert mode_for("val_aqa_accuracy") == mode_for("mixed.aqa.accuracy") == "max"
 
 
 def test_open_exact_match_after_normalisation():

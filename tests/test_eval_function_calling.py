@@ -2,9 +2,9 @@
 
 import pytest
 
-from evaluators import EVALUATORS
 from evaluators import function_calling as fc
 from evaluators.call_parser import CallParseError
+from evaluators.tasks import TASKS, mode_for
 
 
 def _tool(name, properties, required):
@@ -50,8 +50,9 @@ def _check(prediction, expected=WEATHER_KEY, tools=TOOLS):
 def test_metadata_and_registry():
     assert fc.PRIMARY == "accuracy"
     assert fc.HIGHER_IS_BETTER is True
-    assert EVALUATORS["function_calling"] is fc
-    assert EVALUATORS["fc"] is fc
+    assert TASKS["fc"].scorer is fc
+    assert mode_for("val_fc_accuracy") == mode_for("synthetic-fc.accuracy") == "max"
+    assert mode_for("val_loss") is None
 
 
 def test_valid_call():

@@ -14,11 +14,13 @@ import torch
 import steermoe.model
 from evaluators import audio_qa, function_calling
 from evaluators.manifest import REQUIRED_FIELDS, read_manifest, score_manifest
+from evaluators.tasks import TASKS
 from jobs import evaluate as job
 from steermoe import evaluate as ev
 from steermoe.config import load_config
 from steermoe.data.examples import Example
 from steermoe.model import build_model, save_checkpoint
+from steermoe.train.loop import task_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = str(ROOT / "jobs" / "configs" / "eval_tiny.yaml")
@@ -244,6 +246,37 @@ def test_verdict_of_known_answers():
         id="a", audio_path="x.wav", duration_s=1.0, task="asr", instruction="", target="a b"
     )
     assert ev.verdict(asr, "a c")["wer"] == pytest.approx(50.0)
+
+
+def test_validation_scores_are_the_primary_metrics_of_the_manifest_rows():
+    def example(eid, task, target, **fields):
+        return Example(
+            id=eid,
+            audio_path="x.wav",
+            duration_s=1.0,
+            task=task,
+            instruction="",
+            target=target,
+            **fields,
+        )
+
+    key = [{"name": "set_timer", "arguments": {"minutes": [5]}}]
+    rows = [
+        (example("a1", "asr", "turn left now"), "turn right now"),
+        (example("a2", "asr", "hello"), "hello"),
+        (example("q1", "aqa", "red", meta={"answers": ["red", "crimson"]}), "Crimson."),
+        (example("q2", "aqa", "high", kind="multiple_choice", choices=["high", "low"]), "low"),
+        (example("f1", "fc", "", tools=[TIMER_TOOL], expected_calls=key), "set_timer(minutes=5)"),
+        (example("f2", "fc", "", tools=[TIMER_TOOL], expected_calls=key), "no call"),
+    ]
+    scores = task_scores(rows)
+    assert set(scores) == {task.val_metric for task in TASKS.values()}
+    for name, task in TASKS.items():
+        records = [ev.make_record(ex, pred, 0.1) for ex, pred in rows if ex.task == name]
+        assert scores[task.val_metric] == score_manifest(records, name)[task.scorer.PRIMARY]
+    assert scores == pytest.approx(
+        {"val_wer": 25.0, "val_aqa_accuracy": 0.5, "val_fc_accuracy": 0.5}
+    )
 
 
 def test_metrics_are_the_scores_of_the_written_manifests(evaluated):

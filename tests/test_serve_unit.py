@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -11,15 +12,20 @@ import threading
 import numpy as np
 import pytest
 import soundfile as sf
+from starlette.requests import Request
 
+from steermoe.bench import serve as bench_serve
+from steermoe.config import ModelConfig, load_config
 from steermoe.data.tools import render_tools
+from steermoe.model import build_model
 from steermoe.model.core import Decoding
 from steermoe.serve import requests as rq
 from steermoe.serve import responses as rs
 from steermoe.serve.args import ServeArgs, key_digest, with_key_digest
 from steermoe.serve.audio import decode_audio
-from steermoe.serve.engine import Engine, Job, Result
+from steermoe.serve.engine import Cancelled, Engine, Job, Result
 from steermoe.serve.errors import APIError
+from steermoe.serve.transport import parse_multipart
 
 WEATHER = {
     "type": "function",
@@ -414,12 +420,6 @@ def form_part(name: str, value: bytes | str, filename: str | None = None) -> byt
 
 def parse_form(body: bytes, *, in_app: bool = True, boundary: str | None = BOUNDARY) -> dict:
     """``transport.parse_multipart`` on ``body``, already read as the app does."""
-    import asyncio
-
-    from starlette.requests import Request
-
-    from steermoe.serve.transport import parse_multipart
-
     ctype = "multipart/form-data" + (f"; boundary={boundary}" if boundary else "")
     scope = {
         "type": "http",
@@ -585,11 +585,9 @@ def test_timed_transcription_formats_hold_one_cue_over_the_clip():
 
 
 def test_bench_report_has_a_sampled_row_and_its_cost():
-    from steermoe.serve.bench import LoadResult, chat_body, report
-
     def row(mode, c, wall):
         lat = [wall / 4] * 8
-        res = LoadResult(c, 8, 0, wall, 8.0, lat, 32)
+        res = bench_serve.LoadResult(c, 8, 0, wall, 8.0, lat, 32)
         return {"mode": mode, "result": res, "mean_batch": 1.0}
 
     bench = {
@@ -598,7 +596,7 @@ def test_bench_report_has_a_sampled_row_and_its_cost():
         "ms_per_token": 5.0,
         "clips": 1,
     }
-    lines = report(bench).splitlines()
+    lines = bench_serve.report(bench).splitlines()
     assert [ln.split()[:2] for ln in lines[1:7]] == [
         ["batched", "1"],
         ["unbatched", "1"],
@@ -609,7 +607,7 @@ def test_bench_report_has_a_sampled_row_and_its_cost():
     ]
     assert "throughput batched / unbatched: c=1: x4.00, c=8: x4.00" in lines
     assert "throughput sampled / greedy (batched): c=1: x0.50, c=8: x0.50" in lines
-    body = chat_body("m", "AAAA", 4, {"temperature": 0.7, "top_p": 0.9, "seed": 3})
+    body = bench_serve.chat_body("m", "AAAA", 4, {"temperature": 0.7, "top_p": 0.9, "seed": 3})
     assert (body["max_tokens"], body["temperature"], body["top_p"], body["seed"]) == (
         4,
         0.7,
@@ -622,8 +620,6 @@ def test_bench_report_has_a_sampled_row_and_its_cost():
 
 
 def test_serve_args_from_config_and_key_digest(monkeypatch):
-    from steermoe.config import load_config
-
     cfg = load_config(None, ["serve.model=/ckpt", "serve.max_batch_size=4", "serve.api_key_env=K"])
     args = ServeArgs.from_config(cfg)
     assert args.model == "/ckpt" and args.max_batch_size == 4 and args.api_key_sha256 is None
@@ -641,9 +637,6 @@ def test_serve_args_from_config_and_key_digest(monkeypatch):
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from steermoe.config import ModelConfig
-    from steermoe.model import build_model
-
     cache = tmp_path_factory.mktemp("cache")
     model = build_model(
         ModelConfig(encoder="tiny-random-whisper", llm="tiny-random-llm"), cache_dir=cache
@@ -684,8 +677,6 @@ def test_engine_stream_pieces_join_to_the_batched_text(engine):
 
 
 def test_engine_stream_cancel_stops_decoding(engine):
-    from steermoe.serve.engine import Cancelled
-
     cancel = threading.Event()
     cancel.set()
     job = Job(np.zeros(16000, dtype=np.float32), "x", 6)

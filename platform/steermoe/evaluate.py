@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from evaluators import asr as asr_eval
-from evaluators import audio_qa, function_calling
 from evaluators.manifest import read_manifest, score_manifest, write_manifest
+from evaluators.tasks import TASKS
 from steermoe import env
 from steermoe import tracking as trk
 from steermoe.config import Config, DataConfig, flatten
@@ -118,52 +118,36 @@ def reference(ex: Example) -> str | list[str]:
     return ex.target
 
 
+def score_row(ex: Example, prediction: str) -> dict[str, Any]:
+    """What the task's scorer reads of one example (:data:`evaluators.tasks.TASKS`): the
+    prediction, the reference, the language and the task's own fields."""
+    fields = {f: getattr(ex, f) for f in TASKS[ex.task].fields()}
+    return {"reference": reference(ex), "prediction": prediction, "language": ex.language, **fields}
+
+
 def verdict(ex: Example, prediction: str) -> dict[str, Any]:
     """Per-example verdict fields of the manifest (see the module docstring)."""
-    if ex.task == "asr":
-        try:
-            wer = asr_eval.score([prediction], [ex.target], language=ex.language)["wer"]
-        except ValueError:  # empty reference after normalisation: dropped when scoring
-            wer = None
-        return {"wer": wer}
-    if ex.task == "aqa":
-        kind = ex.kind or "open"
-        try:
-            correct = audio_qa.judge(prediction, reference(ex), kind, ex.choices)["match_any"]
-        except ValueError as exc:
-            log.warning("example %r: cannot judge: %s", ex.id, exc)
-            correct = None
-        return {"kind": kind, "choices": ex.choices, "correct": correct}
-    expected, tools = ex.expected_calls or [], ex.tools or []
-    category = ex.category or function_calling.infer_category(expected, tools)
-    fields = {"expected_calls": expected, "tools": tools, "category": category}
-    try:
-        checked = function_calling.check(prediction, expected, tools)
-    except ValueError as exc:  # answer key names a function without a schema
-        checked = {"valid": False, "error": [str(exc)], "error_type": "answer_key_error"}
-    return {**fields, **checked}
+    return TASKS[ex.task].verdict({"id": ex.id, **score_row(ex, prediction)})
 
 
 def make_record(ex: Example, prediction: str, latency_s: float) -> dict[str, Any]:
-    """One manifest row: the required fields plus the task's verdict."""
-    return {
+    """One manifest row: the required fields plus the task's fields and verdict."""
+    row = {
         "id": ex.id,
         "task": ex.task,
         "duration_s": ex.duration_s,
         "latency_s": latency_s,
-        "reference": reference(ex),
-        "prediction": prediction,
-        "language": ex.language,
+        **score_row(ex, prediction),
         "audio_path": ex.audio_path,
-        **verdict(ex, prediction),
     }
+    return {**row, **TASKS[ex.task].verdict(row)}
 
 
 # -------------------------------------------------------------------------- inference
 
 
 def _sync(device: Any) -> None:
-    import torch
+    import torch  # heavy: rescoring and the demo import this module without a model
 
     if getattr(device, "type", str(device)) == "cuda":
         torch.cuda.synchronize()
@@ -288,7 +272,7 @@ def score_only(
     for path in manifests:
         _score_into(results, path.stem, read_manifest(path))
     if run_id is not None:
-        uri = tracking_uri or trk.tracking_uri(Config())
+        uri = tracking_uri or trk.default_tracking_uri()
         log_results(results, {p.stem: p for p in manifests}, run_id=run_id, tracking_uri=uri)
     return results
 
@@ -336,7 +320,7 @@ def log_results(
     summary: Path | None = None,
 ) -> None:
     """Log metrics, manifests (+ summary) under ``eval/`` and the sample table to a run."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # heavy: training workers import this module
 
     c = trk.client(tracking_uri)
     now = int(time.time() * 1000)
@@ -365,6 +349,7 @@ def resolve_output_dir(config: Config, output_dir: str | Path | None = None) -> 
 def _load_model(checkpoint: str | Path, model: Any) -> tuple[Any, str]:
     """The model with the checkpoint loaded (built from its own config when not given), and
     the checkpoint's default instruction (the one Serve uses)."""
+    # Heavy (torch, transformers): rescoring and the demo import this module without a model.
     import torch
 
     from steermoe.model import build_model, load_checkpoint

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,17 @@ REPORT_MARKER = "report_step"
 
 
 def tracking_uri(config: Config) -> str:
-    """Config value, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
-    if config.mlflow.tracking_uri:
-        return config.mlflow.tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    """Config value, else :func:`default_tracking_uri`."""
+    return config.mlflow.tracking_uri or default_tracking_uri()
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` or the embedded SQLite store ``<cwd>/mlflow.db`` (absolute)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def client(uri: str):
-    import mlflow
+    import mlflow  # heavy: training workers and Serve replicas import this module
 
     mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient(tracking_uri=uri)
@@ -92,7 +94,7 @@ def close_unfinished(c, exp_id: str, name: str) -> None:
 
 def log_config(c, run_id: str, config: Config) -> None:
     """Params = the resolved config, flattened (MLflow caps values at 6000 characters)."""
-    from mlflow.entities import Param
+    from mlflow.entities import Param  # heavy: see client()
 
     existing = c.get_run(run_id).data.params
     data = to_dict(config)
@@ -135,9 +137,7 @@ def log_report(c, run_id: str, metrics: dict[str, Any]) -> None:
 
 
 def _log_one(c, run_id: str, metrics: dict[str, Any], step: int) -> None:
-    import time
-
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # heavy: see client()
 
     now = int(time.time() * 1000)
     rows = [Metric(k, v, now, step) for k, v in numeric_metrics(metrics).items()]
@@ -152,7 +152,7 @@ def _log_one(c, run_id: str, metrics: dict[str, Any], step: int) -> None:
 
 def make_report_callback(uri: str, run_id: str):
     """A Ray Train ``UserCallback`` (runs on the controller) logging every report once."""
-    from ray.train import UserCallback
+    from ray.train import UserCallback  # heavy: Serve and evaluation import this module
 
     class MlflowReportCallback(UserCallback):
         def __init__(self) -> None:

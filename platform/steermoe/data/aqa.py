@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from evaluators.audio_qa import NUMBER_WORDS, TENS_WORDS
 from steermoe.data.audio import SAMPLE_RATE
 from steermoe.data.text import CITIES, DAYS, FIRST_NAMES
 
@@ -33,20 +34,7 @@ SLOTS: dict[str, tuple[str, ...]] = {
         "brown",
         "grey",
     ),
-    "number": (
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "twenty",
-    ),
+    "number": (*NUMBER_WORDS[2:13], TENS_WORDS[0]),
     "name": tuple(FIRST_NAMES[:40]),
     "animal": (
         "dog",
@@ -160,7 +148,8 @@ QUESTIONS: dict[str, tuple[str, str, str]] = {  # open, yes/no (with {y}), multi
     ),
     "fruit": ("Which fruit is mentioned?", "Is a {y} mentioned?", "Which fruit is mentioned?"),
 }
-NUMBER_WORDS = ("one", "two", "three", "four", "five", "six")
+# Beep counts, as spoken answers.
+COUNT_WORDS = NUMBER_WORDS[1:7]
 
 
 @dataclass(frozen=True)
@@ -224,15 +213,15 @@ def sound_item(family: str, rng: random.Random, forms: tuple[float, float, float
             "dur": rng.uniform(0.08, 0.3),
             "gap": rng.uniform(0.15, 0.5),
         }
-        answer = NUMBER_WORDS[n - 1]
+        answer = COUNT_WORDS[n - 1]
         if kind == "open":
             return AqaItem(family, family, "How many beeps are there?", answer, kind, tones=tones)
         if kind == "yes_no":
             asked = n if rng.random() < 0.5 else rng.choice([k for k in range(1, 7) if k != n])
-            q = f"Are there exactly {NUMBER_WORDS[asked - 1]} beeps?"
+            q = f"Are there exactly {COUNT_WORDS[asked - 1]} beeps?"
             return AqaItem(family, family, q, "yes" if asked == n else "no", kind, tones=tones)
-        others = rng.sample([w for w in NUMBER_WORDS if w != answer], 3)
-        choices = tuple(sorted([answer, *others], key=NUMBER_WORDS.index))
+        others = rng.sample([w for w in COUNT_WORDS if w != answer], 3)
+        choices = tuple(sorted([answer, *others], key=COUNT_WORDS.index))
         return AqaItem(
             family, family, "How many beeps do you hear?", answer, kind, choices, tones=tones
         )

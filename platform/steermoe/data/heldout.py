@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from steermoe import env
 from steermoe.data.audio import write_wav
@@ -39,6 +40,8 @@ from steermoe.data.sources import load_examples
 log = logging.getLogger(__name__)
 
 POCKETSPHINX_DATA = Path("/usr/share/pocketsphinx/test/data")
+# Its LibriVox clips: real read speech, also the benchmarks' input.
+LIBRIVOX = POCKETSPHINX_DATA / "librivox"
 ASR_INSTRUCTION = "Transcribe the audio."
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SYNTHETIC = {"synthetic-asr": "asr", "synthetic-aqa": "aqa", "synthetic-fc": "fc"}
@@ -140,8 +143,6 @@ def pocketsphinx_commands() -> list[Example]:
 
 
 def _asr_example(eid: str, path: Path, text: str, source: str, **extra) -> Example:
-    import soundfile as sf
-
     info = sf.info(str(path))
     return Example(
         id=eid,

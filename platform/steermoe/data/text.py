@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from evaluators.audio_qa import NUMBER_WORDS
+
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 # Whole files left out: jokes about groups, code, chat logs, ASCII art, nonsense.
 FORTUNE_EXCLUDE = (
@@ -225,7 +227,7 @@ def _speakable(text: str, min_words: int, max_words: int) -> bool:
 
 @lru_cache(maxsize=1)
 def _common() -> frozenset[str]:
-    import wordfreq
+    import wordfreq  # heavy (its word lists): only text building needs it
 
     return frozenset(wordfreq.top_n_list("en", 1500)) - {"i", "i'm", "i'll", "i've", "i'd"}
 
@@ -266,7 +268,7 @@ def vocabulary(
 ) -> tuple[str, ...]:
     """Clean words from ``wordfreq``'s English top list that also occur in lower case in
     the fortunes text; ordered by frequency."""
-    import wordfreq
+    import wordfreq  # heavy (its word lists): only text building needs it
 
     seen: set[str] = set()
     for path in _fortune_files(Path(folder), FORTUNE_EXCLUDE):
@@ -472,7 +474,7 @@ MONTHS = [
     "December",
 ]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+DIGIT_WORDS = NUMBER_WORDS[:10]
 ORDINALS = {1: "1st", 2: "2nd", 3: "3rd", 21: "21st", 22: "22nd", 23: "23rd", 31: "31st"}
 
 TEMPLATES: dict[str, str] = {
@@ -513,20 +515,7 @@ TEMPLATES: dict[str, str] = {
 
 def fill_template(template: str, rng: random.Random) -> str:
     """Fill a template's slots with random numbers, dates, names, cities and digits."""
-    hour_words = [
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-    ]
+    hour_words = NUMBER_WORDS[1:13]
     dnum = rng.randint(1, 28)
     values = {
         "n": str(rng.choice([rng.randint(11, 99), rng.randint(100, 999), rng.randint(1000, 9999)])),

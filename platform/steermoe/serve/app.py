@@ -36,13 +36,7 @@ from steermoe.serve import responses as rs
 from steermoe.serve.args import ServeArgs, key_digest, with_key_digest
 from steermoe.serve.engine import Engine, Job, Result
 from steermoe.serve.errors import APIError, error_body, server_error
-from steermoe.serve.loading import (
-    default_tracking_uri,
-    find_checkpoint,
-    is_registry_ref,
-    load_model,
-    pin_version,
-)
+from steermoe.serve.loading import find_checkpoint, is_registry_ref, load_model, pin_version
 from steermoe.serve.stats import Stats
 from steermoe.serve.transport import (
     authorize,
@@ -50,6 +44,7 @@ from steermoe.serve.transport import (
     read_body,
     require_media_type,
 )
+from steermoe.tracking import default_tracking_uri
 
 logger = logging.getLogger("ray.serve")
 

@@ -9,12 +9,18 @@ the same version even if the alias moves during a deployment.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from pathlib import Path
 
-from steermoe.model.checkpoint import HEADER, CheckpointError, local_checkpoint
+from steermoe.model import build_model, load_checkpoint
+from steermoe.model.checkpoint import (
+    HEADER,
+    CheckpointError,
+    checkpoint_config,
+    local_checkpoint,
+)
+from steermoe.tracking import default_tracking_uri
 
 _REGISTRY = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
@@ -22,11 +28,6 @@ _REGISTRY = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<ver
 def is_registry_ref(ref: str) -> bool:
     """True for ``models:/...`` references."""
     return ref.startswith("models:/")
-
-
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` or the embedded SQLite store ``<cwd>/mlflow.db`` (absolute)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def pin_version(ref: str, tracking_uri: str) -> str:
@@ -42,6 +43,7 @@ def pin_version(ref: str, tracking_uri: str) -> str:
         raise CheckpointError(
             f"{ref!r}: expected models:/<name>@<alias> or models:/<name>/<version>"
         )
+    # MLflow is heavy: only registry references need it.
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -91,7 +93,7 @@ def resolve_checkpoint(
         return find_checkpoint(local_checkpoint(ref))
     uri = tracking_uri or default_tracking_uri()
     pinned = pin_version(ref, uri)
-    import mlflow
+    import mlflow  # heavy: only registry references need it
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(uri)
@@ -117,9 +119,6 @@ def load_model(
         ``(model, header, folder)``: the ``SteerMoEModel`` in eval mode, the checkpoint header
         and the local checkpoint folder.
     """
-    from steermoe.model import build_model, load_checkpoint
-    from steermoe.model.checkpoint import checkpoint_config
-
     folder = resolve_checkpoint(ref, tracking_uri=tracking_uri)
     cache = Path(cache_dir) if cache_dir else None
     model = build_model(checkpoint_config(folder), device=device, cache_dir=cache)

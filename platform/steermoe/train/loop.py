@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from evaluators import asr
+from evaluators.tasks import TASKS
 from steermoe import env
 from steermoe.config import Config, flatten, to_dict, validate
 from steermoe.data.examples import Example
+from steermoe.evaluate import score_row
 from steermoe.model import build_model, save_checkpoint
 from steermoe.model.checkpoint import local_checkpoint, warm_start
 from steermoe.optim import build_optimizer, build_scheduler
@@ -46,7 +47,7 @@ DEEPSPEED_DIR = "deepspeed"
 
 def train_fn_per_worker(train_config: dict) -> None:
     """One worker. ``train_config = {"config": <Config as a plain dict>}``, nothing captured."""
-    import ray.train
+    import ray.train  # heavy: the benchmarks and tests import this module without Ray
 
     env.apply_defaults()
     config = validate(train_config["config"])
@@ -283,35 +284,18 @@ def swapped_audio_batch(model, loaded, default_instruction: str, device):
 
 
 def task_scores(rows: list[tuple[Example, str]]) -> dict[str, float]:
-    """``val_wer`` / ``val_aqa_accuracy`` / ``val_fc_accuracy`` of (example, prediction) pairs."""
-    from evaluators import audio_qa, function_calling
-
-    out: dict[str, float] = {}
-    by_task: dict[str, list[tuple[Example, str]]] = {}
+    """Each task's primary metric of (example, prediction) pairs, under its validation name
+    (``val_wer``, ``val_aqa_accuracy``, ``val_fc_accuracy``: :data:`evaluators.tasks.TASKS`)."""
+    by_task: dict[str, list[dict]] = {}
     for ex, pred in rows:
-        by_task.setdefault(ex.task, []).append((ex, pred))
-    if "asr" in by_task:
-        # ValueError: every reference empty after normalisation; no WER then.
-        with contextlib.suppress(ValueError):
-            out["val_wer"] = asr.score(
-                [p for _, p in by_task["asr"]], [e.target for e, _ in by_task["asr"]]
-            )["wer"]
-    if "aqa" in by_task:
-        pairs = by_task["aqa"]
-        out["val_aqa_accuracy"] = audio_qa.score(
-            [p for _, p in pairs],
-            [(e.meta or {}).get("answers") or e.target for e, _ in pairs],
-            kind=[e.kind or "open" for e, _ in pairs],
-            choices=[e.choices for e, _ in pairs],
-        )["accuracy"]
-    if "fc" in by_task:
-        pairs = by_task["fc"]
-        out["val_fc_accuracy"] = function_calling.score(
-            [p for _, p in pairs],
-            [e.expected_calls or [] for e, _ in pairs],
-            [e.tools or [] for e, _ in pairs],
-            [e.category for e, _ in pairs],
-        )["accuracy"]
+        by_task.setdefault(ex.task, []).append(score_row(ex, pred))
+    out: dict[str, float] = {}
+    for name, scored in by_task.items():
+        task = TASKS[name]
+        try:
+            out[task.val_metric] = task.score(scored)[task.scorer.PRIMARY]
+        except ValueError as exc:  # e.g. every reference empty after normalisation
+            log.warning("no %s: %s", task.val_metric, exc)
     return out
 
 
@@ -338,7 +322,7 @@ def _save_and_report(
 ) -> None:
     """Every rank saves its DeepSpeed shard; rank 0 adds the trainable-only checkpoint (its
     header names the ``languages`` trained on: Serve accepts those in transcriptions)."""
-    import ray.train
+    import ray.train  # heavy: the benchmarks and tests import this module without Ray
 
     rank, _ = distributed.world()
     tag = f"step{step:07d}"
@@ -374,7 +358,7 @@ def _save_and_report(
 def _gathered(model, config: Config):
     """Full trainable tensors on every rank (ZeRO-3 partitions them); a no-op below stage 3."""
     if config.train.zero_stage == 3:
-        import deepspeed
+        import deepspeed  # heavy, and needed for ZeRO-3 only
 
         params = [p for _, p in model.trainable_parameters()]
         return deepspeed.zero.GatheredParameters(params, modifier_rank=None)

@@ -1,6 +1,7 @@
-"""Closed-loop HTTP load for ``jobs/bench_serve.py`` (runs in a separate process).
+"""Serve benchmark of ``python -m jobs.bench_serve``: closed-loop HTTP load on deployments.
 
-Each of ``concurrency`` workers sends its requests back to back over its own keep-alive
+:func:`deploy_and_measure` deploys the model twice (batched and unbatched) and runs the load
+from a separate process. Each of ``concurrency`` workers sends its requests back to back over its own keep-alive
 connection, so exactly ``concurrency`` requests are in flight at any time. Besides greedy
 batched and unbatched decoding, a ``sampled`` row measures the batched deployment with
 sampling on (temperature, top_p and a seed per request).
@@ -8,13 +9,22 @@ sampling on (temperature, top_p and a seed per request).
 
 from __future__ import annotations
 
+import base64
 import io
+import multiprocessing
+import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import requests
+import soundfile as sf
+
+from steermoe.config import Config
+from steermoe.data.heldout import LIBRIVOX
+from steermoe.tracking import tracking_uri
 
 
 @dataclass(frozen=True)
@@ -45,10 +55,6 @@ class LoadResult:
 
 def clips_b64(paths: list[Path], max_s: float) -> list[tuple[str, float]]:
     """Real clips cut to ``max_s`` (the served model's limit), as base64 WAV + duration."""
-    import base64
-
-    import soundfile as sf
-
     out = []
     for path in paths:
         wave, rate = sf.read(str(path), dtype="float32")
@@ -84,8 +90,6 @@ def closed_loop(
 ) -> LoadResult:
     """Run ``concurrency`` workers x ``per_worker`` chat completions against ``url``
     (greedy, or sampled with ``sampling`` and a different seed per request)."""
-    import requests
-
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def worker(w: int) -> tuple[list[float], float, int, int]:
@@ -142,14 +146,10 @@ class BenchSpec:
 
 
 def _health(url: str) -> dict:
-    import requests
-
     return requests.get(f"{url}/health", timeout=30).json()
 
 
 def _model_card(url: str, api_key: str | None) -> dict:
-    import requests
-
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     return requests.get(f"{url}/v1/models", headers=headers, timeout=30).json()["data"][0]
 
@@ -161,9 +161,6 @@ def run_benchmark(urls: dict[str, str], spec: BenchSpec, *, api_key: str | None)
     The load runs in a spawned process so the client never competes with this process's
     threads for the GIL. Returns rows plus the batch-1 decode latency.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     first = next(iter(urls.values()))
     card = _model_card(first, api_key)
     clips = clips_b64(list(spec.clips), max_s=min(card["max_audio_s"], 30.0) - 0.05)
@@ -209,6 +206,50 @@ def run_benchmark(urls: dict[str, str], spec: BenchSpec, *, api_key: str | None)
                     {"mode": mode, "result": res, "mean_batch": float(np.mean(sizes or [0]))}
                 )
     return {"rows": rows, "ms_per_token": float(ms_per_token), "clips": len(clips)}
+
+
+def default_clips() -> tuple[Path, ...]:
+    """The LibriVox test clips of ``pocketsphinx-testdata`` (none when not installed)."""
+    return tuple(sorted(LIBRIVOX.glob("*.wav")))
+
+
+def deploy_and_measure(config: Config, spec: BenchSpec, *, init_random: bool = False) -> dict:
+    """Deploy ``serve.model`` as ``/batched`` (``serve.max_batch_size``) and ``/unbatched``
+    (batch 1) on one Serve instance, measure both with :func:`run_benchmark`, shut down.
+
+    Args:
+        config: the deployment (``serve``) and the MLflow store.
+        spec: what to measure.
+        init_random: write a random checkpoint to ``serve.model`` when that folder is missing.
+    """
+    # Ray and torch stay out of the module: the load process imports it too.
+    import ray
+    from ray import serve
+
+    from steermoe.model import build_model, save_checkpoint
+    from steermoe.serve.deploy import connect_ray, deploy
+
+    if init_random and not Path(config.serve.model).exists():
+        save_checkpoint(build_model(config.model), config.model, config.serve.model)
+    connect_ray()
+    try:
+        uri = tracking_uri(config)
+        urls = {
+            "batched": deploy(
+                config, tracking_uri=uri, app_name="bench-batched", route_prefix="/batched"
+            ),
+            "unbatched": deploy(
+                config,
+                tracking_uri=uri,
+                app_name="bench-unbatched",
+                route_prefix="/unbatched",
+                max_batch_size=1,
+            ),
+        }
+        return run_benchmark(urls, spec, api_key=os.environ.get(config.serve.api_key_env))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
 
 
 def report(bench: dict, *, baseline: str = "unbatched", batched: str = "batched") -> str:

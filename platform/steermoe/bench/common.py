@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark jobs (``jobs/bench_*.py``).
+"""Helpers shared by the benchmarks (:mod:`steermoe.bench.model`, :mod:`steermoe.bench.train`).
 
 Every benchmark compares two sides *in one run*: both are warmed up, then called alternately
 (A B, B A, A B, ...) so that drift in machine load hits both alike, and medians are reported
@@ -13,18 +13,23 @@ weights under bf16) used as the bare-PyTorch baseline of the platform's training
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
-LIBRIVOX = "/usr/share/pocketsphinx/test/data/librivox"
-
+from steermoe.data.heldout import LIBRIVOX
+from steermoe.model import build_model
+from steermoe.optim import build_scheduler, param_groups
+from steermoe.train.data import build_stream, load_split, prepare_ctc, teacher_forced_batch
 
 # ------------------------------------------------------------------------------ devices
 
@@ -123,7 +128,7 @@ def interleave(
 # ------------------------------------------------------------------------------- inputs
 
 
-def speech_windows(seconds: float, count: int, folder: str = LIBRIVOX) -> tuple[list, str]:
+def speech_windows(seconds: float, count: int, folder: str | Path = LIBRIVOX) -> tuple[list, str]:
     """``count`` windows of ``seconds`` of real speech (LibriVox clips joined end to end).
 
     Falls back to low-level noise when ``pocketsphinx-testdata`` is not installed.
@@ -131,10 +136,6 @@ def speech_windows(seconds: float, count: int, folder: str = LIBRIVOX) -> tuple[
     Returns:
         (16 kHz float32 waves, a note saying where they came from).
     """
-    import glob
-
-    import soundfile as sf
-
     paths = sorted(glob.glob(os.path.join(folder, "*.wav")))
     size = int(seconds * 16000)
     if not paths:
@@ -213,8 +214,6 @@ class BareStep:
     """
 
     def __init__(self, model, optim, *, max_steps: int) -> None:
-        from steermoe.optim import build_scheduler, param_groups
-
         self.model = model
         self.grad_clip = optim.grad_clip
         dtype = model.llm.get_input_embeddings().weight.dtype
@@ -288,9 +287,6 @@ def bare_train_loop(
         model: an already built model to reuse (its trainable part is trained further).
         device: defaults to the CPU.
     """
-    from steermoe.model import build_model
-    from steermoe.train.data import build_stream, load_split, prepare_ctc, teacher_forced_batch
-
     t = config.train
     if t.grad_accum != 1:
         raise ValueError(
