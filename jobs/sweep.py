@@ -4,6 +4,7 @@ Tiny CPU twin (a few minutes)::
 
     python -m jobs.build_data jobs/configs/data_tiny.yaml
     python -m jobs.sweep jobs/configs/sweep_tiny.yaml
+    python -m jobs.sweep jobs/configs/sweep_optuna_tiny.yaml  # Optuna, log-uniform lr
 
 Against a running cluster (token auth on; see README)::
 

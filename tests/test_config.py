@@ -134,3 +134,29 @@ def test_every_shipped_config_validates(path):
 def test_there_are_shipped_configs():
     names = {p.name for p in CONFIGS}
     assert {"train_tiny.yaml", "reference.yaml"} <= names
+
+
+def test_sweep_mode_follows_the_metrics_scorer_and_a_contradiction_names_the_key():
+    assert load_config(None, ["sweep.metric=val_fc_accuracy"]).sweep.mode == "max"
+    assert load_config(None, ["sweep.metric=val_wer"]).sweep.mode == "min"
+    assert load_config(None, ["sweep.metric=val_loss"]).sweep.mode == "min"  # no scorer: min
+    assert load_config(None, ["sweep.metric=val_loss", "sweep.mode=max"]).sweep.mode == "max"
+    with pytest.raises(ConfigError, match=r"sweep\.mode.*contradicts metric 'val_wer'"):
+        load_config(None, ["sweep.mode=max"])
+    promote = ["eval.datasets=[librivox]", "sweep.promote_metric=librivox.wer"]
+    assert load_config(None, promote).sweep.promote_mode == "min"
+    with pytest.raises(ConfigError, match=r"sweep\.promote_mode.*better when lower"):
+        load_config(None, [*promote, "sweep.promote_mode=max"])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["eval.datasets=[fsdd]", "sweep.promote_metric=librivox.wer"],
+        ["eval.datasets=[librivox]", "sweep.promote_metric=wer"],
+        ["sweep.evaluate_best=false", "sweep.promote_metric=librivox.wer"],
+    ],
+)
+def test_a_promote_metric_the_evaluation_cannot_produce_fails_at_config_time(overrides):
+    with pytest.raises(ConfigError, match=r"sweep\.promote_metric"):
+        load_config(None, overrides)

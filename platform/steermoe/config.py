@@ -9,13 +9,22 @@ wrong types and impossible values raise :class:`ConfigError` naming the key path
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from evaluators.tasks import mode_for
 from steermoe import env
 
 
@@ -303,13 +312,79 @@ class AshaConfig(_Strict):
     reduction_factor: float = Field(default=2.0, gt=1)
 
 
+# Search-space domains beside a plain list of values: form -> its arguments. Each is the Ray
+# Tune domain of the same name (`randint`'s b is excluded, as in Tune).
+SEARCH_DOMAINS = {
+    "choice": "[v1, v2, ...]",
+    "uniform": "[a, b]",
+    "quniform": "[a, b, q]",
+    "loguniform": "[a, b]",
+    "qloguniform": "[a, b, q]",
+    "randint": "[a, b]",
+}
+
+
+def _number(value: Any) -> float | None:
+    """A domain bound as a number (YAML reads ``1e-5`` as a string), None if it is none."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _search_entry(key: str, spec: Any) -> tuple[Any, ...] | dict[str, tuple[Any, ...]]:
+    """One ``sweep.space`` entry checked: a list of values, or ``{form: [arguments]}``."""
+    if isinstance(spec, list | tuple):
+        if not spec:
+            raise _bad(key, "needs at least one value")
+        return tuple(spec)
+    if not isinstance(spec, Mapping) or len(spec) != 1:
+        raise _bad(
+            key,
+            "expected a list of values or one domain such as "
+            f"{{loguniform: [1.0e-5, 1.0e-3]}}, got {spec!r}",
+        )
+    ((form, args),) = spec.items()
+    if form not in SEARCH_DOMAINS:
+        raise _bad(key, f"unknown search domain {form!r}; expected one of {list(SEARCH_DOMAINS)}")
+    shape = SEARCH_DOMAINS[form]
+    if not isinstance(args, list | tuple) or not args:
+        raise _bad(key, f"{form} takes {shape}, got {args!r}")
+    if form == "choice":
+        return {form: tuple(args)}
+    numbers = [_number(v) for v in args]
+    arity = shape.count(",") + 1
+    if len(args) != arity or None in numbers:
+        raise _bad(key, f"{form} takes {arity} numbers {shape}, got {list(args)}")
+    a, b, *q = numbers
+    if form == "randint":
+        if not all(float(v).is_integer() for v in (a, b)):
+            raise _bad(key, f"randint takes integers [a, b], got {numbers}")
+        numbers = [int(a), int(b)]
+    if a >= b:
+        raise _bad(key, f"{form} needs a < b, got {numbers}")
+    if "log" in form and a <= 0:
+        raise _bad(key, f"{form} needs a > 0, got {numbers}")
+    if q and (q[0] <= 0 or not all(math.isclose(v / q[0], round(v / q[0])) for v in (a, b))):
+        raise _bad(key, f"{form} needs q > 0 with a and b multiples of q, got {numbers}")
+    return {form: tuple(numbers)}
+
+
 class SweepConfig(_Strict):
     """Ray Tune search over model fields by dotted name."""
 
     # Sweep name: the MLflow parent run and the Tune experiment folder (keep it stable).
     name: str = Field(default="steermoe-sweep", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    # Dotted config key -> list of values (grid / choice) for each searched field.
-    space: dict[str, tuple[Any, ...]] = Field(
+    # Dotted config key -> a list of values (grid search runs each; random and Optuna draw
+    # from it like `choice`) or one Ray Tune domain: {choice: [...]}, {uniform: [a, b]},
+    # {quniform: [a, b, q]}, {loguniform: [a, b]}, {qloguniform: [a, b, q]} or {randint: [a, b]}
+    # (b excluded). Grid search takes lists and `choice` only. top_k <= num_experts holds in
+    # every search (random and Optuna draw top_k among the values that fit num_experts).
+    space: dict[str, tuple[Any, ...] | dict[str, tuple[Any, ...]]] = Field(
         default_factory=lambda: {
             "model.steering.num_experts": (2, 4),
             "model.steering.top_k": (1, 2),
@@ -321,7 +396,9 @@ class SweepConfig(_Strict):
     num_samples: int = Field(default=4, ge=1)
     # Validation metric that ranks trials, and its direction.
     metric: str = "val_wer"
-    # Whether a lower (`min`) or higher (`max`) sweep metric is better.
+    # Whether a lower (`min`) or higher (`max`) sweep metric is better. Left out, it follows
+    # the metric's scorer (evaluators/tasks.py: val_wer -> min, val_fc_accuracy -> max; min
+    # for metrics no scorer ranks, such as val_loss); a mode contradicting the scorer fails.
     mode: Literal["min", "max"] = "min"
     # Trials running at once (on GPU clusters: cluster GPUs // GPUs per trial).
     max_concurrent_trials: int = Field(default=1, ge=1)
@@ -333,16 +410,47 @@ class SweepConfig(_Strict):
     # Metric that decides promotion to the registry alias: an eval metric such as
     # `librivox.wer` (dataset.metric) or null for the sweep metric itself.
     promote_metric: str | None = None
-    # Whether a lower or higher promote_metric is better.
+    # Whether a lower or higher promote_metric is better (derived like `mode`).
     promote_mode: Literal["min", "max"] = "min"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_modes(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        for metric_key, mode_key in (("metric", "mode"), ("promote_metric", "promote_mode")):
+            metric = data.get(metric_key, "val_wer" if metric_key == "metric" else None)
+            derived = mode_for(metric) if isinstance(metric, str) else None
+            given = data.get(mode_key)
+            if given is None and derived is not None:
+                data[mode_key] = derived
+            elif derived is not None and given != derived:
+                better = "higher" if derived == "max" else "lower"
+                raise ValueError(
+                    f"@sweep.{mode_key}@ {given!r} contradicts {metric_key} {metric!r}, which "
+                    f"is better when {better} ({derived!r}); leave {mode_key} out to derive it"
+                )
+        return data
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _check_space(cls, space: Any) -> Any:
+        if not isinstance(space, Mapping):
+            return space  # the type check names it
+        return {key: _search_entry(key, spec) for key, spec in space.items()}
 
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:
         for key, values in self.space.items():
             if not key.startswith(("model.", "train.optim.", "train.")):
                 raise _bad(f"space.{key}", "must name a model.* or train.* field")
-            if not values:
-                raise _bad(f"space.{key}", "needs at least one value")
+            if self.search == "grid" and isinstance(values, dict) and "choice" not in values:
+                raise _bad(
+                    f"space.{key}",
+                    f"grid search runs lists (or choice), not {next(iter(values))}; "
+                    "draw it with search: random or optuna",
+                )
         return self
 
 
@@ -373,9 +481,9 @@ class ServeConfig(_Strict):
 
     # `models:/<name>@champion`, `models:/<name>/<version>`, `embedded:reference` (the shipped
     # reference checkpoint) or a checkpoint folder.
-    model: str = "models:/steermoe@champion"
+    model: str = Field(default="models:/steermoe@champion", min_length=1)
     # Name clients pass as `model` (requests for any other name get 404).
-    served_name: str = "steermoe"
+    served_name: str = Field(default="steermoe", min_length=1)
     # Address the HTTP proxy binds (loopback unless you mean to expose it).
     host: str = "127.0.0.1"
     # HTTP port of the OpenAI-compatible API.
@@ -436,6 +544,23 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Config:
+        fields = self.model_dump()
+        for key in self.sweep.space:
+            node: Any = fields
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    raise ValueError(f"@sweep.space.{key}@ no such config field")
+                node = node[part]
+        promote = self.sweep.promote_metric
+        if promote:
+            dataset = promote.partition(".")[0]
+            if not self.sweep.evaluate_best:
+                raise ValueError("@sweep.promote_metric@ needs sweep.evaluate_best: true")
+            if "." not in promote or dataset not in self.eval.datasets:
+                raise ValueError(
+                    f"@sweep.promote_metric@ {promote!r} must be <dataset>.<metric> of a "
+                    f"dataset in eval.datasets {list(self.eval.datasets)}"
+                )
         for i, stage in enumerate(self.train.curriculum):
             unknown = [t for t in stage.tasks if t not in self.data.tasks]
             if unknown:

@@ -4,6 +4,13 @@ Three layers, named as Ray names them: ``train_fn_per_worker`` (steermoe.train.l
 ``train_driver_fn`` (one trial: builds and fits a ``TorchTrainer`` whose reports reach Tune
 through ``TuneReportCallback`` and MLflow through our controller callback) -> the ``Tuner``.
 
+The search space is Tune's, key by key: each ``sweep.space`` key is a Tune domain under its
+own dotted name (``tune.loguniform`` for a learning rate, ``tune.choice`` for a list), so Tune's
+results, Optuna and MLflow all see ``model.steering.num_experts``, never an index. Grid search
+runs every valid combination of the lists once; random search draws from Tune domains (top_k
+conditional on num_experts through ``tune.sample_from``); Optuna suggests define-by-run, where
+lists become categorical. No search ever runs ``top_k > num_experts``.
+
 MLflow: a parent run per sweep (search space as params), one child run per trial (its
 resolved config, metric history, final checkpoint); ASHA stops are tagged on the child runs.
 """
@@ -43,17 +50,16 @@ def expand(config: Config) -> tuple[list[Trial], list[str]]:
     Combinations that fail validation (e.g. ``top_k > num_experts``) are dropped, and so are
     combinations that train the same model as another one (``top_k == num_experts`` is dense
     routing; the dense spelling ``top_k: null`` is kept). The reasons are returned, so a
-    3 x 3 grid over num_experts x top_k runs only valid, distinct pairs.
+    3 x 3 grid over num_experts x top_k runs only valid, distinct pairs. Grid search runs
+    these trials in this order.
 
     Raises:
-        ConfigError: a space key names no config field, or no combination is valid.
+        ConfigError: no combination is valid.
     """
     base = to_dict(config)
     keys = list(config.sweep.space)
-    for key in keys:
-        _check_key(base, key)
     valid, dropped = [], []
-    for values in itertools.product(*(config.sweep.space[k] for k in keys)):
+    for values in itertools.product(*(_form(config.sweep.space[k])[1] for k in keys)):
         overrides = dict(zip(keys, values))
         data = json.loads(json.dumps(base))
         for key, value in overrides.items():
@@ -101,12 +107,268 @@ def _canonical(config: Config, *, normalise: bool = True) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-def _check_key(base: dict, key: str) -> None:
-    node: Any = base
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"sweep.space.{key}: no such config field")
-        node = node[part]
+# ------------------------------------------------------------------------ search spaces
+
+EXPERTS, TOP_K = "model.steering.num_experts", "model.steering.top_k"
+
+
+def _form(spec: Any) -> tuple[str, tuple]:
+    """A ``sweep.space`` entry as (form, arguments); a list of values is a ``choice``."""
+    if isinstance(spec, dict):
+        ((form, args),) = spec.items()
+        return form, tuple(args)
+    return "choice", tuple(spec)
+
+
+def tune_domain(spec: Any):
+    """A ``sweep.space`` entry as the Ray Tune domain of the same name (a list: ``choice``)."""
+    from ray import tune
+
+    form, args = _form(spec)
+    if form == "choice":
+        return tune.choice(list(args))
+    make = {
+        "uniform": tune.uniform,
+        "quniform": tune.quniform,
+        "loguniform": tune.loguniform,
+        "qloguniform": tune.qloguniform,
+        "randint": tune.randint,
+    }
+    return make[form](*args)
+
+
+def search_space(config: Config) -> tuple[dict[str, Any], list[str]]:
+    """``sweep.space`` as random and Optuna search draw it, checked before any cluster work.
+
+    Every value must make a valid config on its own (a domain is probed at its bounds and at
+    a point inside). ``top_k <= num_experts`` is built in: num_experts keeps the values some
+    top_k fits, a fixed num_experts cuts top_k's values, and when both are searched top_k is
+    drawn per trial among its values that fit the trial's num_experts (:class:`TopKFitting`,
+    :class:`OptunaSpace`), so no search draws an invalid pair.
+
+    Returns:
+        The space (num_experts before top_k) and one line per value range it cut.
+
+    Raises:
+        ConfigError: naming the key: a value no config takes, or no valid num_experts x top_k.
+    """
+    space = dict(config.sweep.space)
+    for key, spec in space.items():
+        for value in _probes(spec):
+            _probe(config, key, value)
+    if EXPERTS not in space and TOP_K not in space:
+        return space, []
+    for key in (EXPERTS, TOP_K):
+        if key in space and _form(space[key])[0] not in ("choice", "randint"):
+            raise ConfigError(
+                f"sweep.space.{key}: takes a list, choice or randint (it is drawn so that "
+                "top_k <= num_experts)"
+            )
+    steering = config.model.steering
+    experts = space.get(EXPERTS, (steering.num_experts,))
+    top_k = space.get(TOP_K, (steering.top_k,))
+    least = _least(top_k)
+    fitting = experts if least is None else _cut(experts, low=least)
+    if fitting is None:
+        where = EXPERTS if EXPERTS in space else TOP_K
+        raise ConfigError(
+            f"sweep.space.{where}: no pair with top_k <= num_experts "
+            f"(num_experts {_shown(experts)}, top_k {_shown(top_k)})"
+        )
+    cuts = []
+    if EXPERTS in space and fitting != experts:
+        cuts.append(f"{EXPERTS} from {_shown(fitting)}: top_k is at least {least}")
+        space[EXPERTS] = fitting
+    if TOP_K in space and EXPERTS not in space:
+        fitting = _cut(top_k, high=steering.num_experts)
+        if fitting != top_k:
+            cuts.append(f"{TOP_K} from {_shown(fitting)}: num_experts is {steering.num_experts}")
+            space[TOP_K] = fitting
+    if TOP_K in space:
+        space[TOP_K] = space.pop(TOP_K)  # drawn after num_experts
+    return space, cuts
+
+
+def _least(top_k: Any) -> int | None:
+    """The fewest experts some top_k value fits (None: dense routing, top_k null, fits all)."""
+    form, args = _form(top_k)
+    if form == "randint":
+        return args[0]
+    return None if None in args else min(args)
+
+
+def _cut(spec: Any, *, low: int = 1, high: int | None = None) -> Any:
+    """A num_experts/top_k entry cut to the values in [low, high] (a null top_k, dense routing,
+    is kept), in the entry's own form; None when nothing is left."""
+    form, args = _form(spec)
+    if form == "randint":
+        a, b = max(args[0], low), args[1] if high is None else min(args[1], high + 1)
+        return {"randint": (a, b)} if a < b else None
+    kept = tuple(v for v in args if v is None or (low <= v and (high is None or v <= high)))
+    if not kept:
+        return None
+    return {"choice": kept} if isinstance(spec, dict) else kept
+
+
+def _shown(spec: Any) -> str:
+    form, args = _form(spec)
+    return f"{list(args)}" if form == "choice" else f"{form} {list(args)}"
+
+
+def _probes(spec: Any) -> list[Any]:
+    """Values that stand for an entry: a list's values, a domain's bounds and a point inside."""
+    form, args = _form(spec)
+    if form == "choice":
+        return list(args)
+    if form == "randint":
+        return [args[0], args[1] - 1]  # Tune's randint excludes b
+    a, b, *q = args
+    # Off-centre, so a float domain over an integer field shows a fractional value.
+    inside = a * (b / a) ** 0.382 if "log" in form else a + (b - a) * 0.382
+    if q:
+        inside = round(inside / q[0]) * q[0]
+    return [a, b, inside]
+
+
+def _probe(config: Config, key: str, value: Any) -> None:
+    """Raise naming ``key`` unless ``value`` makes a valid config on its own."""
+    data = to_dict(config)
+    steering = data["model"]["steering"]
+    steering["top_k"] = None  # the pair is search_space's business; each value is probed alone
+    if key == TOP_K and isinstance(value, int) and not isinstance(value, bool):
+        steering["num_experts"] = max(value, 1)
+    set_path(data, key.split("."), value)
+    try:
+        validate(data)
+    except ConfigError as exc:
+        reason = str(exc).splitlines()[-1].strip()
+        raise ConfigError(f"sweep.space.{key}: {value!r} makes no valid config: {reason}") from None
+
+
+def random_space(space: dict[str, Any]) -> dict[str, Any]:
+    """Tune's ``param_space`` for random search: one Tune domain per dotted key; top_k drawn
+    by ``tune.sample_from`` among its values that fit the trial's num_experts."""
+    from ray import tune
+
+    param_space = {key: tune_domain(spec) for key, spec in space.items()}
+    if EXPERTS in space and TOP_K in space:
+        param_space[TOP_K] = tune.sample_from(TopKFitting(space[TOP_K]))
+    return param_space
+
+
+class TopKFitting:
+    """The ``tune.sample_from`` body: top_k drawn among its values that fit num_experts."""
+
+    def __init__(self, top_k: Any):
+        self.top_k = top_k
+
+    def __call__(self, config: dict) -> Any:
+        # A Tuner passes the trial's drawn config; bare ``generate_variants`` passes its spec,
+        # read by attribute so that its resolver draws num_experts first.
+        experts = config[EXPERTS] if EXPERTS in config else getattr(config.config, EXPERTS)
+        return tune_domain(_cut(self.top_k, high=experts)).sample()
+
+
+class OptunaSpace:
+    """Define-by-run space for ``OptunaSearch``: one Optuna parameter per dotted key.
+
+    Lists are categorical. top_k, when num_experts is searched too, is suggested among its
+    values that fit the trial's num_experts: a categorical top_k under a name that carries
+    num_experts whenever that cuts its choices (``model.steering.top_k|num_experts=2``;
+    Optuna keeps one set of choices per name), a randint top_k with its upper bound cut.
+    """
+
+    def __init__(self, space: dict[str, Any]):
+        self.space = space
+
+    def __call__(self, trial) -> dict[str, Any]:
+        # Suggest on Optuna's own trial: Ray's wrapper would copy every suggested name into
+        # the trial config, conditional names too; the returned dict is the config instead.
+        trial = getattr(trial, "ot_trial", trial)
+        config: dict[str, Any] = {}
+        for key, spec in self.space.items():
+            name = key
+            if key == TOP_K and EXPERTS in config:
+                fitting = _cut(spec, high=config[EXPERTS])
+                if fitting != spec and _form(spec)[0] == "choice":
+                    name = f"{key}|num_experts={config[EXPERTS]}"
+                spec = fitting
+            config[key] = suggest(trial, name, spec)
+        return config
+
+
+def suggest(trial, name: str, spec: Any) -> Any:
+    """One value of a ``sweep.space`` entry from an Optuna trial."""
+    form, args = _form(spec)
+    if form == "choice":
+        return trial.suggest_categorical(name, list(args))
+    if form == "randint":
+        return trial.suggest_int(name, args[0], args[1] - 1)  # Tune's randint excludes b
+    a, b, *q = args
+    step = q[0] if form == "quniform" else None
+    value = trial.suggest_float(name, a, b, step=step, log="log" in form)
+    if form == "qloguniform":
+        value = round(value / q[0]) * q[0]  # Optuna has no quantized log scale; round as Tune
+    return value
+
+
+def grid_searcher(points: list[dict[str, Any]], metric: str, mode: str):
+    """Grid search as a Tune ``Searcher``: each of ``points`` once, in order, by dotted key.
+
+    Tune's own grid would run every pair, ``top_k > num_experts`` too, and its
+    ``points_to_evaluate`` cannot carry list values (``model.steering.layers``).
+    """
+    from ray.tune.search import Searcher
+
+    class GridPoints(Searcher):
+        def __init__(self):
+            super().__init__(metric=metric, mode=mode)
+            self.next = 0  # saved with the sweep state, so --resume continues the grid
+
+        def suggest(self, trial_id: str) -> dict | str:
+            if self.next == len(points):
+                return Searcher.FINISHED
+            self.next += 1
+            return json.loads(json.dumps(points[self.next - 1]))
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            pass
+
+        def save(self, checkpoint_path: str) -> None:
+            Path(checkpoint_path).write_text(json.dumps({"next": self.next}))
+
+        def restore(self, checkpoint_path: str) -> None:
+            self.next = json.loads(Path(checkpoint_path).read_text())["next"]
+
+    return GridPoints()
+
+
+class _TrialName:
+    """Tune trial -> ``<sweep.name>-007``, its place in Tune's order (kept on resume).
+
+    Grid search names its trials as :func:`expand` numbers them.
+    """
+
+    def __init__(self, sweep: str, first: int):
+        self.sweep, self.first = sweep, first
+
+    def __call__(self, trial) -> str:
+        # Tune's experiment tag starts with its trial counter: from 0 for random search, from
+        # 1 for a searcher (grid, Optuna).
+        return f"{self.sweep}-{int(trial.experiment_tag.split('_', 1)[0]) - self.first:03d}"
+
+
+def _plan(config: Config) -> int:
+    """Check the space before any cluster work, print what it drops; the trial count."""
+    if config.sweep.search == "grid":
+        trials, dropped = expand(config)
+        for reason in dropped:
+            print(f"[sweep] skipping invalid combination {reason}", flush=True)
+        return len(trials)
+    _, cuts = search_space(config)
+    for cut in cuts:
+        print(f"[sweep] drawing {cut}", flush=True)
+    return config.sweep.num_samples
 
 
 def storage_path(config: Config) -> Path:
@@ -117,38 +379,37 @@ def storage_path(config: Config) -> Path:
 def train_driver_fn(trial_config: dict, context: dict) -> None:
     """One Tune trial: fit a ``TorchTrainer`` on the trial's config, forward its reports.
 
-    Nothing is captured from globals: ``trial_config["trial"]`` is the index of this trial's
-    combination and ``context`` (bound with ``tune.with_parameters``) holds the base config
-    dict, the MLflow tracking URI and the parent run id.
+    Nothing is captured from globals: ``trial_config`` holds what Tune drew, by dotted config
+    key, and ``context`` (bound with ``tune.with_parameters``) holds the base config dict, the
+    MLflow tracking URI and the parent run id. The trial is named by Tune (``_TrialName``).
     """
+    from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from steermoe.train.run import build_trainer
 
     env.apply_defaults()
-    trial_config = {**context, **trial_config}
-    base = validate(trial_config["base"])
-    trials, _ = expand(base)
-    trial = trials[trial_config["trial"]]
+    base = validate(context["base"])
+    name = tune.get_context().get_trial_name()
+    data = to_dict(base)
+    for key, value in trial_config.items():
+        set_path(data, key.split("."), value)
     trial_storage = storage_path(base) / base.sweep.name / "trials"
     config = validate(
-        apply_overrides(
-            to_dict(trial.config),
-            [f"train.name={trial.name}", f"train.storage_path={trial_storage}"],
-        )
+        apply_overrides(data, [f"train.name={name}", f"train.storage_path={trial_storage}"])
     )
-    uri = trial_config["tracking_uri"]
+    uri = context["tracking_uri"]
     c = trk.client(uri)
     exp = trk.experiment_id(c, config.mlflow.experiment)
     run_id = trk.find_or_create_run(
         c,
         exp,
-        trial.name,
-        parent_run_id=trial_config["parent_run_id"],
+        name,
+        parent_run_id=context["parent_run_id"],
         tags={"steermoe.kind": "trial", "steermoe.sweep": base.sweep.name},
     )
     trk.log_config(c, run_id, config)
-    for key, value in trial.overrides.items():
+    for key, value in trial_config.items():
         c.set_tag(run_id, f"space.{key}", json.dumps(value))
     # MLflow first: once Tune sees a result it may stop this trial (ASHA) and end the actor.
     trainer = build_trainer(
@@ -158,23 +419,33 @@ def train_driver_fn(trial_config: dict, context: dict) -> None:
 
 
 def build_tuner(config: Config, parent_run_id: str, uri: str):
-    """The ``Tuner``: grid/random/Optuna search, ASHA, per-trial resources from config."""
+    """The ``Tuner``: grid/random/Optuna search on the dotted config keys, ASHA, per-trial
+    resources from config."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     s = config.sweep
-    trials, _ = expand(config)
-    indices = list(range(len(trials)))
-    if s.search == "grid":
-        space: Any = tune.grid_search(indices)
-        num_samples, search_alg = 1, None
+    search_alg: Any
+    if s.search == "random":
+        param_space = random_space(search_space(config)[0])
+        search_alg = BasicVariantGenerator(
+            max_concurrent=s.max_concurrent_trials, random_state=config.train.seed
+        )
+        num_samples, first = s.num_samples, 0
     else:
-        space = tune.choice(indices)
-        num_samples, search_alg = s.num_samples, None
-        if s.search == "optuna":
+        param_space = {}  # the searcher holds the space
+        if s.search == "grid":
+            points = [t.overrides for t in expand(config)[0]]
+            searcher, num_samples = grid_searcher(points, s.metric, s.mode), len(points)
+        else:
             from ray.tune.search.optuna import OptunaSearch
 
-            search_alg = OptunaSearch(seed=config.train.seed)
+            space = OptunaSpace(search_space(config)[0])
+            searcher = OptunaSearch(space, metric=s.metric, mode=s.mode, seed=config.train.seed)
+            num_samples = s.num_samples
+        search_alg = ConcurrencyLimiter(searcher, max_concurrent=s.max_concurrent_trials)
+        first = 1
     max_reports = math.ceil(config.train.max_steps / config.train.eval_every)
     scheduler = (
         ASHAScheduler(
@@ -186,48 +457,47 @@ def build_tuner(config: Config, parent_run_id: str, uri: str):
         if s.asha.enabled
         else FIFOScheduler()
     )
+    name = _TrialName(s.name, first)
     return tune.Tuner(
         trainable(config, parent_run_id, uri),
-        param_space={"trial": space},
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=s.metric,
             mode=s.mode,
             scheduler=scheduler,
             search_alg=search_alg,
             num_samples=num_samples,
-            max_concurrent_trials=s.max_concurrent_trials,
+            trial_name_creator=name,
+            trial_dirname_creator=name,
         ),
         run_config=tune.RunConfig(
             name=s.name,
             storage_path=str(storage_path(config)),
             verbose=0,  # Tune's table would print every trial's config; we print one line
-            callbacks=[progress_callback(trials, s.metric)],
+            callbacks=[progress_callback(list(s.space), s.metric)],
         ),
     )
 
 
-def progress_callback(trials: list[Trial], metric: str):
+def progress_callback(keys: list[str], metric: str):
     """A Tune callback printing one line per trial event (Tune's own table is switched off:
     it would print the whole base config of every trial)."""
     from ray.tune import Callback
 
-    names = {t.index: (t.name, t.overrides) for t in trials}
-
     class Progress(Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
-            name, overrides = names[trial.config["trial"]]
-            print(f"[sweep] {name} started {overrides}", flush=True)
+            drawn = {k: trial.config.get(k) for k in keys}
+            print(f"[sweep] {trial} started {drawn}", flush=True)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            name, _ = names[trial.config["trial"]]
             value = result.get(metric, float("nan"))
-            print(f"[sweep] {name} step {result.get('step')}: {metric}={value:.4g}", flush=True)
+            print(f"[sweep] {trial} step {result.get('step')}: {metric}={value:.4g}", flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            print(f"[sweep] {names[trial.config['trial']][0]} finished", flush=True)
+            print(f"[sweep] {trial} finished", flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            print(f"[sweep] {names[trial.config['trial']][0]} failed", flush=True)
+            print(f"[sweep] {trial} failed", flush=True)
 
     return Progress()
 
@@ -293,9 +563,7 @@ def run_sweep(config: Config, *, resume: bool = False, fresh: bool = False) -> S
     from steermoe.train.run import local_ray_kwargs
 
     env.apply_defaults()
-    trials, dropped = expand(config)
-    for reason in dropped:
-        print(f"[sweep] skipping invalid combination {reason}", flush=True)
+    num_trials = _plan(config)
     uri = trk.tracking_uri(config)
     c = trk.client(uri)
     exp = trk.experiment_id(c, config.mlflow.experiment)
@@ -304,9 +572,9 @@ def run_sweep(config: Config, *, resume: bool = False, fresh: bool = False) -> S
     parent = trk.find_or_create_run(c, exp, config.sweep.name, tags={"steermoe.kind": "sweep"})
     if not c.get_run(parent).data.params.get("sweep.space"):
         trk.log_config(c, parent, config)
-        c.log_param(parent, "num_trials", len(trials))
+        c.log_param(parent, "num_trials", num_trials)
     print(
-        f"[sweep] {config.sweep.name}: {len(trials)} trials ({config.sweep.search}), "
+        f"[sweep] {config.sweep.name}: {num_trials} trials ({config.sweep.search}), "
         f"MLflow parent run {parent} in {uri}",
         flush=True,
     )
@@ -327,7 +595,7 @@ def run_sweep(config: Config, *, resume: bool = False, fresh: bool = False) -> S
         tuner = build_tuner(config, parent, uri)
     grid = tuner.fit()
 
-    outcomes = collect(grid, trials, c, parent, config)
+    outcomes = collect(grid, c, parent, config)
     best = pick_best(outcomes, config.sweep.metric, config.sweep.mode)
     for o in outcomes:
         if o.run_id:
@@ -338,9 +606,8 @@ def run_sweep(config: Config, *, resume: bool = False, fresh: bool = False) -> S
     return SweepResult(parent, outcomes, best, uri)
 
 
-def collect(grid, trials: list[Trial], c, parent: str, config: Config) -> list[TrialOutcome]:
-    """Join Tune's results with the trials' MLflow child runs."""
-    by_index = {t.index: t for t in trials}
+def collect(grid, c, parent: str, config: Config) -> list[TrialOutcome]:
+    """Join Tune's results with the trials' MLflow child runs (by trial name)."""
     children = {
         r.info.run_name: r.info.run_id
         for r in c.search_runs(
@@ -351,8 +618,7 @@ def collect(grid, trials: list[Trial], c, parent: str, config: Config) -> list[T
     }
     outcomes = []
     for result in grid:
-        index = result.config["trial"]
-        trial = by_index[index]
+        name = Path(result.path).name  # the trial's folder is named like the trial
         metrics = {
             k: float(v)
             for k, v in (result.metrics or {}).items()
@@ -362,9 +628,9 @@ def collect(grid, trials: list[Trial], c, parent: str, config: Config) -> list[T
         error = str(result.error) if result.error else None
         outcomes.append(
             TrialOutcome(
-                name=trial.name,
-                overrides=trial.overrides,
-                run_id=children.get(trial.name),
+                name=name,
+                overrides={k: result.config.get(k) for k in config.sweep.space},
+                run_id=children.get(name),
                 metrics=metrics,
                 steps=steps,
                 stopped_early=error is None and steps < config.train.max_steps,
@@ -437,19 +703,24 @@ def finalize(result: SweepResult, config: Config) -> dict[str, Any]:
     if config.sweep.promote_metric:
         dataset, _, name = config.sweep.promote_metric.partition(".")
         found = evaluation.get(dataset, {}).get(name)
-        if isinstance(found, int | float):
-            metric, mode, value = config.sweep.promote_metric, config.sweep.promote_mode, found
-        else:
-            print(
-                f"[sweep] promote_metric {config.sweep.promote_metric} unavailable; "
-                f"promoting on {metric}",
-                flush=True,
+        if not isinstance(found, int | float):
+            c.set_terminated(result.parent_run_id, status="FAILED")
+            produced = sorted(f"{d}.{m}" for d, ms in evaluation.items() for m in ms)
+            raise RuntimeError(
+                f"sweep.promote_metric {config.sweep.promote_metric} was not produced by the "
+                f"evaluation of {best.name} (it produced {produced}); nothing was registered"
             )
+        metric, mode, value = config.sweep.promote_metric, config.sweep.promote_mode, found
+    resolved = to_dict(config)
+    for key, override in best.overrides.items():
+        set_path(resolved, key.split("."), override)
     reg = registry.register(
         c,
         name=config.mlflow.registered_model,
         run_id=best.run_id,
-        artifact_path="final/checkpoint",
+        checkpoint=checkpoint,
+        config=resolved,
+        example_audio=_example_clip(config),
         metric=metric,
         value=float(value),
         mode=mode,
@@ -466,6 +737,20 @@ def finalize(result: SweepResult, config: Config) -> dict[str, Any]:
         flush=True,
     )
     return {"best": best.name, "eval": evaluation, "registration": reg}
+
+
+def _example_clip(config: Config) -> str | None:
+    """The first validation clip (the registered model's input example), if there is one."""
+    from steermoe.data.examples import read_manifest
+    from steermoe.train.data import data_root
+
+    for spec in config.data.validation:
+        path = data_root(config.data) / spec
+        if path.is_file():
+            examples = read_manifest(path)
+            if examples:
+                return examples[0].audio_path
+    return None
 
 
 def latest_parent(client, experiment: str, sweep_name: str):

@@ -36,7 +36,8 @@ def client(uri: str):
     import mlflow  # heavy: training workers and Serve replicas import this module
 
     mlflow.set_tracking_uri(uri)
-    return mlflow.MlflowClient(tracking_uri=uri)
+    # The platform keeps its model registry in the tracking store.
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def experiment_id(c, name: str) -> str:
