@@ -19,8 +19,8 @@ import sys
 
 from steermoe import env
 from steermoe.config import ConfigError
-from steermoe.data.build_config import load_build_config
-from steermoe.data.synth import build
+from steermoe.synth.build import build
+from steermoe.synth.build_config import load_build_config
 
 
 def main(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from steermoe.config import Config, ConfigError, flatten, load_config, to_dict
+from steermoe.synth.build_config import load_build_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.yaml"))
 
@@ -119,8 +120,6 @@ def test_missing_file_and_bad_override_syntax(tmp_path):
 
 def _validate_any(path: Path) -> None:
     if path.name.startswith("data_"):
-        from steermoe.data.build_config import load_build_config
-
         load_build_config(path)
     else:
         load_config(path)

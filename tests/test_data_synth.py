@@ -9,10 +9,10 @@ from collections import defaultdict
 import pytest
 
 from steermoe.config import ConfigError
-from steermoe.data import text, tts
-from steermoe.data.build_config import load_build_config
 from steermoe.data.examples import read_manifest
-from steermoe.data.synth import build, fc_template_splits
+from steermoe.synth import text, tts
+from steermoe.synth.build import BuildReport, _voices, build, fc_template_splits, plan
+from steermoe.synth.build_config import load_build_config
 
 SPLITS = ("train", "validation", "test")
 TINY = [
@@ -125,8 +125,6 @@ def test_same_seed_gives_identical_manifests_and_audio(built, tmp_path):
 
 def test_other_seed_changes_the_build(tmp_path):
     config = load_build_config(None, [*TINY, f"out={tmp_path}", "seed=7"])
-    from steermoe.data.synth import BuildReport, _voices, plan
-
     jobs7 = plan(config, _voices(config, BuildReport(out="")))
     config0 = load_build_config(None, [*TINY, f"out={tmp_path}"])
     jobs0 = plan(config0, _voices(config0, BuildReport(out="")))

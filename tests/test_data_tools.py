@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from steermoe.data.fc import TOOLS
 from steermoe.data.tools import calls_to_text, render_tools, tool_instruction
+from steermoe.synth.fc import TOOLS
 
 
 def test_render_tools_is_compact_and_complete():

@@ -10,8 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from steermoe import config_docs
-from steermoe.config import Config
-from steermoe.data.build_config import BuildConfig
+from steermoe.config import Config, ModelConfig, SteeringConfig
+from steermoe.synth.build_config import BuildConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -73,8 +73,6 @@ def test_every_field_is_documented(reference, root):
 
 
 def test_comments_are_read_from_the_source():
-    from steermoe.config import ModelConfig, SteeringConfig
-
     assert config_docs.describe(SteeringConfig, "num_experts").startswith("Experts per layer (N)")
     # A comment over two lines is joined into one.
     encoder = config_docs.describe(ModelConfig, "encoder")

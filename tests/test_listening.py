@@ -11,15 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from steermoe.config import ConfigError, load_config, to_dict
+from steermoe.data import batches as train_data
+from steermoe.data.batches import Loaded, TrainStream, instruction, plan_stages
 from steermoe.data.examples import Example
 from steermoe.data.sampler import LengthBucketSampler
 from steermoe.data.sources import DataError
+from steermoe.data.tools import compact_instruction, tool_instruction
 from steermoe.model import build_model
 from steermoe.model.ctc import CtcHead
 from steermoe.model.prompt import build_template
 from steermoe.optim import param_groups
-from steermoe.train.data import TrainStream, plan_stages
-from steermoe.train.loop import check_resumable
+from steermoe.train.loop import check_resumable, swapped_audio_batch
 
 TINY = ["model.encoder=tiny-random-whisper", "model.llm=tiny-random-llm"]
 
@@ -221,8 +223,6 @@ def test_curriculum_config_errors_name_the_key():
 
 
 def test_stream_switches_stage_and_resumes_in_it(monkeypatch):
-    from steermoe.train import data as train_data
-
     def fake_load(examples, data, max_s=None):
         return train_data.Loaded(examples, [np.zeros(10)] * len(examples), [])
 
@@ -271,9 +271,6 @@ def test_resume_refuses_a_changed_config_and_allows_a_longer_run():
 
 
 def test_audio_gain_is_zero_for_identical_clips_and_reported(cache, tmp_path):
-    from steermoe.train.data import Loaded
-    from steermoe.train.loop import swapped_audio_batch
-
     cfg = load_config(None, TINY)
     model = build_model(cfg.model, cache_dir=cache)
     same = waves(1.0) * 3
@@ -295,9 +292,6 @@ def test_audio_gain_is_zero_for_identical_clips_and_reported(cache, tmp_path):
 
 
 def test_compact_tool_prompt_keeps_signatures_and_replaces_only_the_tool_block():
-    from steermoe.data.tools import compact_instruction, tool_instruction
-    from steermoe.train.data import instruction
-
     tools = [
         {
             "type": "function",

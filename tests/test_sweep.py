@@ -32,8 +32,12 @@ from steermoe.sweep import (
     expand,
     pick_best,
     random_space,
+    run_sweep,
     search_space,
+    storage_path,
+    trainable,
     tune_domain,
+    tuner,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -391,14 +395,13 @@ def ray_cluster(tmp_path_factory):
 def test_random_sweep_runs_tune_domains_under_their_real_keys(ray_cluster, tmp_path, monkeypatch):
     from ray import tune
 
-    from steermoe import sweep
-
     def stand_in(config):  # a trial that trains nothing: this test is about the Tuner
         tune.report(
             {"val_loss": float(config[EXPERTS]), "name": tune.get_context().get_trial_name()}
         )
 
-    monkeypatch.setattr(sweep, "trainable", lambda *_: tune.with_resources(stand_in, {"cpu": 0.01}))
+    # build_tuner reads trainable from its own module, steermoe.sweep.tuner.
+    monkeypatch.setattr(tuner, "trainable", lambda *_: tune.with_resources(stand_in, {"cpu": 0.01}))
     space = f"'{LR}': {{loguniform: [1.0e-5, 1.0e-2]}}, '{EXPERTS}': [1, 2, 4], '{TOP_K}': [2, 4]"
     cfg = space_config(
         space,
@@ -409,7 +412,7 @@ def test_random_sweep_runs_tune_domains_under_their_real_keys(ray_cluster, tmp_p
         "sweep.asha.enabled=false",
         f"train.storage_path={tmp_path}",
     )
-    df = sweep.build_tuner(cfg, "parent", "uri").fit().get_dataframe()
+    df = tuner.build_tuner(cfg, "parent", "uri").fit().get_dataframe()
     assert {c for c in df.columns if c.startswith("config/")} == {
         f"config/{k}" for k in (LR, EXPERTS, TOP_K)
     }
@@ -424,8 +427,6 @@ def test_random_sweep_runs_tune_domains_under_their_real_keys(ray_cluster, tmp_p
 def test_tiny_optuna_sweep_draws_a_log_uniform_lr_under_its_real_key(ray_cluster, tmp_path):
     import mlflow
     from ray import tune
-
-    from steermoe.sweep import run_sweep, storage_path, trainable
 
     data = write_suite(tmp_path / "data", n_train=16, n_val=4)
     cfg = load_config(

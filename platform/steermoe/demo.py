@@ -25,12 +25,12 @@ from evaluators import asr
 from evaluators.tasks import TASKS
 from steermoe import tracking
 from steermoe.config import Config
+from steermoe.data.batches import data_root
 from steermoe.data.heldout import DatasetUnavailable, librivox, named_dataset
 from steermoe.env import ensure_ray_token
 from steermoe.evaluate import score_row
 from steermoe.serve import client as api
 from steermoe.sweep import latest_parent, summary_rows
-from steermoe.train.data import data_root
 
 BIN = Path(sys.executable).parent
 DASHBOARD = "http://127.0.0.1:8265"

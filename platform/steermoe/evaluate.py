@@ -47,10 +47,10 @@ from steermoe import env
 from steermoe import tracking as trk
 from steermoe.config import Config, DataConfig, flatten
 from steermoe.data.audio import SAMPLE_RATE
+from steermoe.data.batches import data_root, instruction, load_batch
 from steermoe.data.examples import Example
 from steermoe.data.heldout import NAMES, DatasetUnavailable, fsdd_accuracy, named_dataset
 from steermoe.data.sources import load_examples
-from steermoe.train.data import data_root, instruction, load_batch
 
 log = logging.getLogger(__name__)
 

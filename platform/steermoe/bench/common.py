@@ -26,10 +26,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from steermoe.data.batches import build_stream, load_split, prepare_ctc, teacher_forced_batch
 from steermoe.data.heldout import LIBRIVOX
 from steermoe.model import build_model
 from steermoe.optim import build_scheduler, param_groups
-from steermoe.train.data import build_stream, load_split, prepare_ctc, teacher_forced_batch
 
 # ------------------------------------------------------------------------------ devices
 
@@ -275,7 +275,7 @@ def bare_train_loop(
 ) -> LoopTiming:
     """The bare-PyTorch baseline of the platform's training loop, one process.
 
-    Same model config and seed, the same :func:`~steermoe.train.data.build_stream` batches
+    Same model config and seed, the same :func:`~steermoe.data.batches.build_stream` batches
     (same manifest, sampler and seed as rank 0 of a 1-worker run), collated per step exactly
     as ``train_fn_per_worker`` does; only the ``steps`` after ``warmup_steps`` are timed,
     data loading and collation included (as in the platform's ``samples_per_s``).

@@ -1,5 +1,6 @@
-"""Data: the example/manifest format, audio checks, source loaders, held-out sets, synthetic
-suites and length-bucketed sampling. Heavy parts (TTS, ``datasets``) load lazily."""
+"""Data as training, evaluation and Serve read it: the example/manifest format, audio checks,
+source loaders, held-out sets, length-bucketed sampling and batches (:mod:`.batches`).
+``datasets`` loads lazily. The synthetic suites are built offline by :mod:`steermoe.synth`."""
 
 from steermoe.data.audio import SAMPLE_RATE, AudioError, load_audio
 from steermoe.data.examples import Example, ManifestError, read_manifest, write_manifest

@@ -26,6 +26,8 @@ from steermoe.config import ModelConfig
 FORMAT = "steermoe-checkpoint/1"
 TENSORS = "trainable.safetensors"
 HEADER = "steermoe.json"
+# The folder inside a Ray checkpoint (and a promoted model) that holds the trainable checkpoint.
+MODEL_DIR = "model"
 
 
 class CheckpointError(RuntimeError):

@@ -21,13 +21,7 @@ import torch
 from evaluators.tasks import TASKS
 from steermoe import env
 from steermoe.config import Config, flatten, to_dict, validate
-from steermoe.data.examples import Example
-from steermoe.evaluate import score_row
-from steermoe.model import build_model, save_checkpoint
-from steermoe.model.checkpoint import local_checkpoint, warm_start
-from steermoe.optim import build_optimizer, build_scheduler
-from steermoe.train import distributed
-from steermoe.train.data import (
+from steermoe.data.batches import (
     Loaded,
     TrainStream,
     build_stream,
@@ -36,12 +30,17 @@ from steermoe.train.data import (
     prepare_ctc,
     teacher_forced_batch,
 )
+from steermoe.data.examples import Example
+from steermoe.evaluate import score_row
+from steermoe.model import build_model, save_checkpoint
+from steermoe.model.checkpoint import MODEL_DIR, local_checkpoint, warm_start
+from steermoe.optim import build_optimizer, build_scheduler
+from steermoe.train import distributed
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.json"
 METRICS_FILE = "metrics.json"
-MODEL_DIR = "model"
 DEEPSPEED_DIR = "deepspeed"
 
 

@@ -7,17 +7,29 @@ output folder and logs both as MLflow artifacts.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
 from steermoe import env
 from steermoe import tracking as trk
 from steermoe.config import Config, to_dict
-from steermoe.train.loop import MODEL_DIR, train_fn_per_worker
+from steermoe.model.checkpoint import MODEL_DIR, local_checkpoint, read_header
+from steermoe.train.loop import (
+    DEEPSPEED_DIR,
+    METRICS_FILE,
+    RESUME_DIR,
+    STATE_FILE,
+    check_resumable,
+    resume_folder,
+    train_fn_per_worker,
+)
 
 
 @dataclass
@@ -39,14 +51,8 @@ def check_init_from(config: Config) -> None:
     """Fail before any cluster work when ``train.init_from`` names no readable checkpoint or
     ``train.resume_from`` no saved run state."""
     if config.train.init_from:
-        from steermoe.model.checkpoint import local_checkpoint, read_header
-
         read_header(local_checkpoint(config.train.init_from))
     if config.train.resume_from:
-        import json
-
-        from steermoe.train.loop import STATE_FILE, check_resumable, resume_folder
-
         state = json.loads((resume_folder(config.train.resume_from) / STATE_FILE).read_text())
         if "config" in state:
             check_resumable(state["config"], config)
@@ -54,6 +60,7 @@ def check_init_from(config: Config) -> None:
 
 def build_trainer(config: Config, *, callbacks: list | None = None):
     """The ``TorchTrainer`` for ``config``; every worker gets the config as a plain dict."""
+    # heavy: Ray is imported only when a trainer is actually built
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -79,7 +86,7 @@ def build_trainer(config: Config, *, callbacks: list | None = None):
 
 def run(config: Config, *, output_dir: str | Path | None = None) -> TrainResult:
     """Train, track in MLflow, and export the trainable-only checkpoint + resolved config."""
-    import ray
+    import ray  # heavy: config checks and ship() import this module without starting Ray
 
     env.apply_defaults()
     check_init_from(config)
@@ -127,8 +134,6 @@ def export(checkpoint, config: Config, out: Path) -> tuple[Path, Path]:
 
 def local_ray_kwargs() -> dict:
     """A local single-node Ray on 127.0.0.1 (used when no cluster address is given)."""
-    import os
-
     if os.environ.get("RAY_ADDRESS"):
         return {"address": os.environ["RAY_ADDRESS"]}
     env.ensure_ray_token()
@@ -158,10 +163,6 @@ def ship(config: Config, dest: str | Path) -> tuple[Path, dict]:
     Returns:
         (the source checkpoint folder, the metrics reported with it).
     """
-    import json
-
-    from steermoe.train.loop import DEEPSPEED_DIR, METRICS_FILE, RESUME_DIR, STATE_FILE
-
     source = latest_checkpoint(config)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -184,8 +185,6 @@ def ship(config: Config, dest: str | Path) -> tuple[Path, dict]:
 def _keep_trainable(path: Path) -> None:
     """Drop frozen tensors from a DeepSpeed model-states file (a weight tied to a frozen one,
     such as SmolLM2's output head, escapes ``exclude_frozen_parameters``: 57 MB of 60)."""
-    import torch
-
     states = torch.load(path, map_location="cpu", weights_only=False)
     states["module"] = {k: v for k, v in states["module"].items() if k.startswith("trainable.")}
     torch.save(states, path)

@@ -9,7 +9,7 @@ omitted). Items combine clauses into the four BFCL categories:
 * ``parallel``: two calls (two clauses joined: "... and then ..."), 2-4 tools offered.
 * ``irrelevance``: the request needs a tool that is not offered, or none at all -> ``[]``.
 
-Clause templates are split-disjoint (see :func:`steermoe.data.text.assign_splits`).
+Clause templates are split-disjoint (see :func:`steermoe.synth.text.assign_splits`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from steermoe.data.text import CITIES, FIRST_NAMES
+from steermoe.synth.text import CITIES, FIRST_NAMES
 
 
 def _tool(name: str, description: str, props: dict[str, Any], required: list[str]) -> dict:

@@ -4,8 +4,8 @@
 the missing ones in a process pool, and writes ``<out>/<suite>/{train,validation,test}.jsonl``
 with audio under ``<out>/<suite>/audio/<split>/``. Audio file names carry a hash of everything
 that shapes the clip, so a re-run renders only what is new or changed and skips valid files.
-Splits are disjoint in texts/templates (:mod:`steermoe.data.text`) and in voices
-(:func:`steermoe.data.tts.split_voices`).
+Splits are disjoint in texts/templates (:mod:`steermoe.synth.text`) and in voices
+(:func:`steermoe.synth.tts.split_voices`).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from steermoe.data import aqa, fc, text, tts
 from steermoe.data.audio import SAMPLE_RATE, is_valid_wav, write_wav
-from steermoe.data.build_config import BuildConfig, SuiteConfig
 from steermoe.data.examples import Example, write_manifest
 from steermoe.data.heldout import ASR_INSTRUCTION
 from steermoe.data.tools import calls_to_text, tool_instruction
+from steermoe.synth import aqa, fc, text, tts
+from steermoe.synth.build_config import BuildConfig, SuiteConfig
 
 SUITES = ("asr", "aqa", "fc")
 OVERSAMPLE = 0.05  # extra clips planned per split to replace ones dropped for length

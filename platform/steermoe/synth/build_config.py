@@ -9,8 +9,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from steermoe import env
 from steermoe.config import ConfigError, apply_overrides
-from steermoe.data import tts
+from steermoe.synth import tts
 
 
 class _Strict(BaseModel):
@@ -122,8 +123,6 @@ class BuildConfig(_Strict):
 
     def out_dir(self) -> Path:
         """The resolved output folder."""
-        from steermoe import env
-
         return Path(self.out).expanduser() if self.out else env.cache_dir() / "data" / self.name
 
 
