@@ -67,7 +67,15 @@ def ensure_process_group_env() -> None:
 
 
 def init(config: Config, model, optimizer, scheduler, device: torch.device):
-    """``deepspeed.initialize`` with only the trainable parameters in the optimizer."""
+    """``deepspeed.initialize`` over the whole model, the trainable parameters in the optimizer.
+
+    The engine wraps the whole model (backbones included): ZeRO-3 partitions every parameter
+    it holds, frozen ones too, so each of N ranks keeps about 1/N of the backbones (parameters
+    under ``stage3_param_persistence_threshold`` elements stay whole). Frozen weights read
+    outside their own module's ``forward`` (the embedding table in the CTC loss, Whisper's
+    sliced positions) are gathered on access by DeepSpeed's parameter getter. ZeRO-1/2
+    partition only optimizer state and gradients, i.e. only the trainable part.
+    """
     import deepspeed
 
     if device.type == "cpu":
