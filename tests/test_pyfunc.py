@@ -36,6 +36,32 @@ NAME = "steermoe-pyfunc-test"
 REAL_CACHE = env.cache_dir()  # the prepared backbones, before the tiny store points elsewhere
 
 
+# mlflow.set_tracking_uri/set_registry_uri also export MLFLOW_*_URI: restored after each use,
+# or later tests (and the jobs they start) would track to this module's stores.
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "STEERMOE_CACHE")
+
+
+@contextlib.contextmanager
+def isolated(uri: str | None = None, cache: Path | None = None):
+    """Point MLflow (and the backbone cache) somewhere, then put everything back."""
+    saved = {k: os.environ.get(k) for k in MLFLOW_ENV}
+    if uri:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    if cache:
+        os.environ["STEERMOE_CACHE"] = str(cache)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def write_clip(path: Path, seconds: float, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     sf.write(path, (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32), 16000)
@@ -47,8 +73,8 @@ def store(tmp_path_factory):
     """A tracking store with two registered pyfunc versions (the first holds @champion)."""
     root = tmp_path_factory.mktemp("pyfunc")
     cache = root / "cache"
-    before = os.environ.get("STEERMOE_CACHE")
-    os.environ["STEERMOE_CACHE"] = str(cache)  # where load_context finds the tiny backbones
+    guard = isolated(cache=cache)  # load_context finds the tiny backbones in this cache
+    guard.__enter__()
     config = load_config(None, ["model.encoder=tiny-random-whisper", "model.llm=tiny-random-llm"])
     clips = [write_clip(root / f"clip{i}.wav", 0.6 + 0.4 * i, seed=i) for i in range(3)]
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -73,12 +99,7 @@ def store(tmp_path_factory):
             )
         )
     yield {"uri": uri, "clips": clips, "cache": cache, "regs": regs, "root": root}
-    if before is None:
-        os.environ.pop("STEERMOE_CACHE", None)
-    else:
-        os.environ["STEERMOE_CACHE"] = before
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
+    guard.__exit__(None, None, None)
 
 
 def expected(store, version: str, clips, instructions=None) -> list[str]:
@@ -91,11 +112,14 @@ def expected(store, version: str, clips, instructions=None) -> list[str]:
     return answer(model, checkpoint_config(folder), rows)
 
 
+def load_registered(ref: str, uri: str):
+    with isolated(uri):
+        return mlflow.pyfunc.load_model(ref)
+
+
 def test_champion_loads_as_pyfunc_and_transcribes(store):
     assert [r.promoted for r in store["regs"]] == [True, False]
-    mlflow.set_tracking_uri(store["uri"])
-    mlflow.set_registry_uri(store["uri"])
-    loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    loaded = load_registered(f"models:/{NAME}@champion", store["uri"])
     schema = loaded.metadata.get_input_schema()
     assert schema.input_names() == ["audio", "instruction", "tools"]
     assert loaded.metadata.get_output_schema().input_names() == ["text"]
@@ -111,14 +135,12 @@ def test_champion_loads_as_pyfunc_and_transcribes(store):
     want = expected(store, "1", clips, ["", "", "What is said?"])
     assert list(out["text"]) == want
     # The second (worse) version is another model: its answers come from its own weights.
-    other = mlflow.pyfunc.load_model(f"models:/{NAME}/2").predict(frame.iloc[:1])
+    other = load_registered(f"models:/{NAME}/2", store["uri"]).predict(frame.iloc[:1])
     assert list(other["text"]) == expected(store, "2", clips[:1])
 
 
 def test_bad_rows_name_the_row_and_column(store):
-    mlflow.set_tracking_uri(store["uri"])
-    mlflow.set_registry_uri(store["uri"])
-    loaded = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    loaded = load_registered(f"models:/{NAME}@champion", store["uri"])
     clip = str(store["clips"][0])
     with pytest.raises(PredictError, match=r"row 1: 'audio' is neither an existing file"):
         loaded.predict(pd.DataFrame({"audio": [clip, "/no/such/clip.wav"]}))
@@ -212,29 +234,26 @@ def test_embedded_default_registers_loads_and_serves(tmp_path, monkeypatch):
     experiment = client.create_experiment("ref", artifact_location=str(tmp_path / "artifacts"))
     run = client.create_run(experiment)
     folder = local_checkpoint("embedded:reference")
-    reg = registry.register(
-        client,
-        name="steermoe-ref",
-        run_id=run.info.run_id,
-        checkpoint=folder,
-        config={"model": read_header(folder)["model_config"]},
-        example_audio=clip,
-        metric="val_loss",
-        value=2.5,
-        mode="min",
-    )
-    assert reg.promoted and reg.version == "1"
-    model, _, _ = load_model("embedded:reference")
-    want = answer(model, checkpoint_config(folder), [{"audio": str(clip)}])
-    assert want[0].strip()  # the real model writes words
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    loaded = mlflow.pyfunc.load_model("models:/steermoe-ref@champion")
-    assert list(loaded.predict(pd.DataFrame({"audio": [str(clip)]}))["text"]) == want
-    with mlflow_serve("models:/steermoe-ref@champion", uri, REAL_CACHE) as url:
-        assert invoke(url, [clip]) == want
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
+    with isolated(uri):  # registering points MLflow at this store: put it back after
+        reg = registry.register(
+            client,
+            name="steermoe-ref",
+            run_id=run.info.run_id,
+            checkpoint=folder,
+            config={"model": read_header(folder)["model_config"]},
+            example_audio=clip,
+            metric="val_loss",
+            value=2.5,
+            mode="min",
+        )
+        assert reg.promoted and reg.version == "1"
+        model, _, _ = load_model("embedded:reference")
+        want = answer(model, checkpoint_config(folder), [{"audio": str(clip)}])
+        assert want[0].strip()  # the real model writes words
+        loaded = load_registered("models:/steermoe-ref@champion", uri)
+        assert list(loaded.predict(pd.DataFrame({"audio": [str(clip)]}))["text"]) == want
+        with mlflow_serve("models:/steermoe-ref@champion", uri, REAL_CACHE) as url:
+            assert invoke(url, [clip]) == want
 
 
 def test_version_registered_as_a_bare_folder_still_serves(store, tmp_path):
