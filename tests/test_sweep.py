@@ -331,7 +331,7 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
     assert "resuming from" in second.stdout
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
     exp = client.get_experiment_by_name("steermoe")
     runs_ = client.search_runs([exp.experiment_id])
     parents = [r for r in runs_ if r.data.tags.get("steermoe.kind") == "sweep"]
@@ -458,7 +458,7 @@ def test_tiny_optuna_sweep_draws_a_log_uniform_lr_under_its_real_key(ray_cluster
     lrs = df[f"config/{LR}"]
     assert lrs.between(1e-4, 1e-2).all() and lrs.nunique() == 2
 
-    client = mlflow.MlflowClient(tracking_uri=result.tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri=result.tracking_uri, registry_uri=result.tracking_uri)
     for trial in result.trials:
         drawn = trial.overrides
         assert drawn[TOP_K] is None or drawn[TOP_K] <= drawn[EXPERTS]
