@@ -1,5 +1,5 @@
 """Sweeps: search spaces (grid expansion, Tune domains, top_k <= num_experts in every
-search), the tiny 2 x 2 sweep end to end with a driver kill, and a tiny Optuna sweep.
+search), a tiny two-trial grid sweep end to end with a driver kill, and a tiny Optuna sweep.
 
 The grid end-to-end test runs ``python -m jobs.sweep`` as a user would, SIGKILLs the whole
 driver (and its local Ray cluster) once trial 000 has finished and trial 001 has its first
@@ -302,6 +302,8 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
         f"train.storage_path={runs}",
         f"mlflow.tracking_uri=sqlite:///{db}",
         "sweep.asha.enabled=false",
+        # Two trials: one finished before the kill, one interrupted mid-run.
+        "sweep.space={'model.steering.num_experts': [2, 4], 'model.steering.top_k': [1]}",
         "train.max_steps=8",  # long enough that the kill lands mid-trial
         "train.eval_every=2",
         "eval.datasets=[librivox]",
@@ -344,12 +346,12 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
         for r in runs_
         if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
     }
-    assert sorted(children) == [f"sweep-tiny-00{i}" for i in range(4)]
+    assert sorted(children) == ["sweep-tiny-000", "sweep-tiny-001"]
     space = {
         name: (r.data.params["model.steering.num_experts"], r.data.params["model.steering.top_k"])
         for name, r in children.items()
     }
-    assert sorted(space.values()) == [("2", "1"), ("2", "2"), ("4", "1"), ("4", "2")]
+    assert sorted(space.values()) == [("2", "1"), ("4", "1")]
     for name, r in children.items():
         assert r.info.status == "FINISHED", name
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_loss")]

@@ -257,6 +257,12 @@ class TrainConfig(_Strict):
     use_gpu: bool = False
     # CPUs per worker; < 1 lets two workers and a Tune trial share a 2-core machine.
     cpus_per_worker: float = Field(default=1.0, gt=0)
+    # Custom Ray resources each worker needs besides CPU/GPU, e.g. {trainer_slot: 1} to keep
+    # workers on the nodes that advertise that resource.
+    worker_resources: dict[str, float] = {}
+    # How the workers' bundles are placed: PACK (fewest nodes), SPREAD, or STRICT_SPREAD
+    # (one worker per node).
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = "PACK"
     # DeepSpeed ZeRO stage (3 shards the frozen backbones across GPUs).
     zero_stage: Literal[0, 1, 2, 3] = 2
     # Restarts of a failed worker group before the run fails.
@@ -284,6 +290,11 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        for key, amount in self.worker_resources.items():
+            if key.upper() in ("CPU", "GPU"):
+                raise _bad(f"worker_resources.{key}", "use cpus_per_worker / use_gpu")
+            if not amount > 0:
+                raise _bad(f"worker_resources.{key}", f"must be > 0, got {amount}")
         for i, stage in enumerate(self.curriculum[:-1]):
             if stage.steps is None:
                 raise _bad(f"curriculum.{i}.steps", "only the last stage may run open-ended")
@@ -529,6 +540,9 @@ class MlflowConfig(_Strict):
     registered_model: str = Field(default="steermoe", min_length=1)
     # Alias moved to a newly registered version when it beats the current holder.
     alias: str = Field(default="champion", min_length=1)
+    # Seconds a report waits for an unreachable tracking server (retried with backoff: 1, 2,
+    # 4 ... 30 s) before the job fails; its checkpoints stay, and rerunning it continues.
+    retry_s: float = Field(default=300.0, ge=0)
 
 
 class Config(_Strict):

@@ -32,9 +32,67 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+class TrackingUnavailable(RuntimeError):
+    """The tracking server stayed unreachable for the whole retry budget."""
+
+
+# Signs that a call never reached a working server (as opposed to a refused request).
+_UNREACHABLE = (
+    "Max retries exceeded",
+    "Connection refused",
+    "Connection aborted",
+    "Connection reset",
+    "timed out",
+    "error code 502",
+    "error code 503",
+    "error code 504",
+)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` says the tracking server could not be reached (or was restarting)."""
+    text = str(exc)
+    return any(sign in text for sign in _UNREACHABLE)
+
+
+def with_retries(fn, *, uri: str, budget_s: float, what: str, sleep=time.sleep):
+    """``fn()``, retried with backoff (1, 2, 4 ... 30 s) while the server at ``uri`` is
+    unreachable, for at most ``budget_s`` seconds.
+
+    Every step ``fn`` takes must be idempotent (the calls here are: runs are found by name,
+    params already logged are skipped, a report's step is logged once).
+
+    Raises:
+        TrackingUnavailable: still unreachable after ``budget_s``; names the server and what
+            was being recorded.
+    """
+    deadline = time.monotonic() + budget_s
+    delay = 1.0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise TrackingUnavailable(
+                    f"MLflow at {uri} was unreachable for {budget_s:.0f} s while {what} "
+                    f"(mlflow.retry_s); checkpoints are kept, rerun the same command to "
+                    f"continue. Last error: {str(exc)[:300]}"
+                ) from exc
+            print(f"[mlflow] {uri} unreachable while {what}; retrying in {delay:.0f} s", flush=True)
+            sleep(delay)
+            delay = min(2 * delay, 30.0)
+
+
 def client(uri: str):
     import mlflow  # heavy: training workers and Serve replicas import this module
 
+    if uri.startswith(("http://", "https://")):
+        # with_retries owns the waiting (mlflow.retry_s); MLflow's own per-request retries
+        # (7, up to 2 min apart, by default) would hide that bound. Explicit settings win.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     mlflow.set_tracking_uri(uri)
     # The platform keeps its model registry in the tracking store.
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -151,17 +209,28 @@ def _log_one(c, run_id: str, metrics: dict[str, Any], step: int) -> None:
         c.log_batch(run_id, metrics=rows[i : i + 500])
 
 
-def make_report_callback(uri: str, run_id: str):
-    """A Ray Train ``UserCallback`` (runs on the controller) logging every report once."""
+def make_report_callback(uri: str, run_id: str, *, retry_s: float = 300.0):
+    """A Ray Train ``UserCallback`` (runs on the controller) logging every report once.
+
+    A report sent while the tracking server is down is retried for ``retry_s`` seconds
+    (:func:`with_retries`); after that the run fails with :class:`TrackingUnavailable`.
+    """
     from ray.train import UserCallback  # heavy: Serve and evaluation import this module
 
     class MlflowReportCallback(UserCallback):
         def __init__(self) -> None:
             self.uri = uri
             self.run_id = run_id
+            self.retry_s = retry_s
 
         def after_report(self, run_context, metrics, checkpoint) -> None:
             if metrics:
-                log_report(client(self.uri), self.run_id, metrics[0])
+                report = metrics[0]
+                with_retries(
+                    lambda: log_report(client(self.uri), self.run_id, report),
+                    uri=self.uri,
+                    budget_s=self.retry_s,
+                    what=f"logging the report of step {report.get('step')}",
+                )
 
     return MlflowReportCallback()

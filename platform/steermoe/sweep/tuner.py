@@ -110,22 +110,29 @@ def train_driver_fn(trial_config: dict, context: dict) -> None:
         apply_overrides(data, [f"train.name={name}", f"train.storage_path={trial_storage}"])
     )
     uri = context["tracking_uri"]
-    c = trk.client(uri)
-    exp = trk.experiment_id(c, config.mlflow.experiment)
-    run_id = trk.find_or_create_run(
-        c,
-        exp,
-        name,
-        parent_run_id=context["parent_run_id"],
-        tags={"steermoe.kind": "trial", "steermoe.sweep": base.sweep.name},
+
+    def open_trial_run() -> str:  # idempotent: a restarted trial finds its run by name
+        c = trk.client(uri)
+        exp = trk.experiment_id(c, config.mlflow.experiment)
+        run_id = trk.find_or_create_run(
+            c,
+            exp,
+            name,
+            parent_run_id=context["parent_run_id"],
+            tags={"steermoe.kind": "trial", "steermoe.sweep": base.sweep.name},
+        )
+        trk.log_config(c, run_id, config)
+        for key, value in trial_config.items():
+            c.set_tag(run_id, f"space.{key}", json.dumps(value))
+        return run_id
+
+    retry_s = config.mlflow.retry_s
+    run_id = trk.with_retries(
+        open_trial_run, uri=uri, budget_s=retry_s, what=f"opening the run of {name}"
     )
-    trk.log_config(c, run_id, config)
-    for key, value in trial_config.items():
-        c.set_tag(run_id, f"space.{key}", json.dumps(value))
     # MLflow first: once Tune sees a result it may stop this trial (ASHA) and end the actor.
-    trainer = build_trainer(
-        config, callbacks=[trk.make_report_callback(uri, run_id), TuneReportCallback()]
-    )
+    report = trk.make_report_callback(uri, run_id, retry_s=retry_s)
+    trainer = build_trainer(config, callbacks=[report, TuneReportCallback()])
     trainer.fit()
 
 
@@ -185,6 +192,9 @@ def build_tuner(config: Config, parent_run_id: str, uri: str):
             name=s.name,
             storage_path=str(storage_path(config)),
             verbose=0,  # Tune's table would print every trial's config; we print one line
+            # A trial whose driver is lost (its node left) starts again and its Train run
+            # continues from its last checkpoint.
+            failure_config=tune.FailureConfig(max_failures=config.train.max_failures),
             callbacks=[progress_callback(list(s.space), s.metric)],
         ),
     )

@@ -65,14 +65,17 @@ def build_trainer(config: Config, *, callbacks: list | None = None):
     from ray.train.torch import TorchTrainer
 
     t = config.train
-    resources = {"CPU": t.cpus_per_worker}
+    resources = {"CPU": t.cpus_per_worker, **t.worker_resources}
     if t.use_gpu:
         resources["GPU"] = 1
     return TorchTrainer(
         train_fn_per_worker,
         train_loop_config={"config": to_dict(config)},
         scaling_config=ScalingConfig(
-            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
+            num_workers=t.num_workers,
+            use_gpu=t.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=t.placement_strategy,
         ),
         run_config=RunConfig(
             name=t.name,
@@ -100,7 +103,8 @@ def run(config: Config, *, output_dir: str | Path | None = None) -> TrainResult:
     if not ray.is_initialized():
         ray.init(**local_ray_kwargs())
     start = time.perf_counter()
-    trainer = build_trainer(config, callbacks=[trk.make_report_callback(uri, run_id)])
+    report = trk.make_report_callback(uri, run_id, retry_s=config.mlflow.retry_s)
+    trainer = build_trainer(config, callbacks=[report])
     try:
         result = trainer.fit()
     except Exception:
