@@ -95,7 +95,8 @@ def server(tmp_path_factory, clip) -> Server:
         api_key_sha256=key_digest(KEY),
     )
     port = _free_port()
-    ray.init(num_cpus=2, include_dashboard=False)
+    # address="local": a new cluster of our own, never one another process started.
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(args), name="steermoe-test", route_prefix="/")

@@ -505,6 +505,9 @@ class ServeConfig(_Strict):
     max_replicas: int = Field(default=1, ge=1)
     # Autoscaling: ongoing requests per replica the autoscaler aims for.
     target_ongoing_requests: float = Field(default=4.0, gt=0)
+    # HTTP ingress replicas in front of the model replicas (they validate requests and decode
+    # audio; no model, no CPU or GPU reserved).
+    ingress_replicas: int = Field(default=1, ge=1)
     # CPUs reserved by each replica.
     cpus_per_replica: float = Field(default=1.0, gt=0)
     # GPUs reserved by each replica (fractions share a GPU).

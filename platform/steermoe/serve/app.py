@@ -1,26 +1,31 @@
-"""The Ray Serve application: one FastAPI-ingress deployment behind OpenAI-compatible routes.
+"""The Ray Serve application: an HTTP ingress in front of the model replicas.
+
+Two deployments. :class:`SteerMoEServer`, the ingress (FastAPI, ``serve.ingress_replicas``
+replicas, no model), owns the OpenAI-compatible routes: authorization, request validation,
+audio decoding, response shaping. It calls :class:`~steermoe.serve.decoder.SteerMoEDecoder`
+(``deployment_name``, autoscaled between ``min_replicas`` and ``max_replicas``) through a
+``DeploymentHandle``; each of those replicas holds the model and batches concurrent requests.
 
 Routes: ``POST /v1/audio/transcriptions``, ``POST /v1/chat/completions``, ``GET /v1/models``,
-``GET /v1/models/{id}``, ``GET /health`` (no key needed). Non-streamed requests of a replica are
-decoded together by ``@serve.batch`` (one encoder pass and one batched decoding loop per batch).
-A streamed chat request (``stream: true``) bypasses the batcher and decodes alone, token by
-token; it shares the replica's model lock with the batches, so the two never run at once.
+``GET /v1/models/{id}``, ``GET /health`` (no key needed).
 
-Every client mistake is a 4xx with an OpenAI error object; an unexpected fault is logged on
-the replica and answered with a generic 500 (no traceback leaves the server). Prometheus
-metrics: Ray's own Serve metrics plus ``ray_steermoe_*`` on each node's Ray metrics port.
+Every client mistake is a 4xx with an OpenAI error object; an unexpected fault is logged and
+answered with a generic 500 (no traceback leaves the server). A model replica lost while it
+held a request (process killed, out of memory, node gone) is no fault of the request: the
+ingress retries it once on another replica (decoding has no side effects), else answers 503
+``replica_unavailable`` with ``Retry-After``; Serve starts a replacement replica meanwhile. A
+streamed request is retried likewise until its first event; once its 200 is sent, a replica
+lost mid-stream ends the stream with an ``error`` event and ``data: [DONE]``. (Losing an
+ingress replica itself fails the requests it held with Serve's own 500.) Prometheus metrics:
+Ray's own Serve metrics plus ``ray_steermoe_*`` on each node's Ray metrics port.
 """
 
 # No `from __future__ import annotations` here: FastAPI resolves route annotations through
 # Serve's ingress wrapper, whose globals are not this module's.
-import asyncio
 import logging
 import os
-import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +33,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve import Application
+from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from steermoe.serve import requests as rq
 from steermoe.serve import responses as rs
 from steermoe.serve.args import ServeArgs, key_digest, with_key_digest
-from steermoe.serve.engine import Engine, Job, Result
-from steermoe.serve.errors import APIError, error_body, server_error
-from steermoe.serve.loading import find_checkpoint, is_registry_ref, load_model, pin_version
+from steermoe.serve.decoder import ModelInfo, SteerMoEDecoder
+from steermoe.serve.engine import Job, Result
+from steermoe.serve.errors import APIError, error_body, server_error, unavailable
+from steermoe.serve.loading import find_checkpoint, is_registry_ref, pin_version
 from steermoe.serve.stats import Stats
 from steermoe.serve.transport import (
     authorize,
@@ -64,162 +73,119 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse(error_body("invalid request parameters"), status_code=400)
 
 
-@dataclass
-class _Pending:
-    """A batch formed by ``@serve.batch`` that waits for the model."""
+# What a DeploymentHandle call raises when the replica that held it is gone (killed, its node
+# lost) or none can take it: the call may be retried on another replica.
+REPLICA_LOST = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+# Retries of a call whose replica was lost (decoding has no side effects), then a 503.
+RETRIES = 1
+# `Retry-After` of that 503: the other replicas answer at once, a replacement starts meanwhile.
+RETRY_AFTER_S = 2
 
-    jobs: list[Job]
-    future: asyncio.Future
-    # Jobs handed to the model so far, and their results (filled in order).
-    taken: int = 0
-    results: list = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.results = [None] * len(self.jobs)
+def replica_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (from a handle call) means the replica was lost, not that it failed."""
+    return isinstance(exc, REPLICA_LOST) or isinstance(getattr(exc, "cause", None), REPLICA_LOST)
 
 
 @serve.deployment
 @serve.ingress(api)
 class SteerMoEServer:
-    """One replica: loads the model once, then answers the OpenAI-compatible routes.
+    """The HTTP ingress: authorizes, validates and decodes requests, calls the model replicas
+    through ``decoder``, shapes the OpenAI answers. Holds no model.
 
     Args:
-        args: :class:`ServeArgs` as a dict (what travels to every replica).
+        args: :class:`ServeArgs` as a dict.
+        decoder: handle of the :class:`SteerMoEDecoder` deployment.
     """
 
-    def __init__(self, args: dict[str, Any]) -> None:
+    def __init__(self, args: dict[str, Any], decoder: DeploymentHandle) -> None:
         self.args = ServeArgs.model_validate(args)
-        model, header, folder = load_model(
-            self.args.model,
-            tracking_uri=self.args.tracking_uri,
-            device=self.args.device,
-            cache_dir=self.args.cache_dir,
-        )
-        self.engine = Engine(
-            model,
-            max_audio_s=self.args.max_audio_s,
-            default_instruction=header["model_config"]["default_instruction"],
-        )
+        self.decoder = decoder
+        self.streams = decoder.options(stream=True)
         # The driver's key (digest) wins; else the replica's own environment; else no auth.
         self.key_sha256 = self.args.api_key_sha256 or key_digest(
             os.environ.get(self.args.api_key_env)
         )
         self.limit_bytes = int(self.args.max_body_mb * 2**20)
         self.created = int(time.time())
-        self.backbones = {r: header["backbones"][r].get("name") for r in ("encoder", "llm")}
-        # Transcription languages: those the checkpoint says it was trained on, else English.
-        self.languages = tuple(header.get("languages") or rq.DEFAULT_LANGUAGES)
         self.stats = Stats()
-        self._lock = asyncio.Lock()  # one model call at a time (batches and streams)
-        self._pending: deque[_Pending] = deque()
-        self._generate.set_max_batch_size(self.args.max_batch_size)
-        self._generate.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
-        logger.info("SteerMoE replica ready: %s from %s", self.args.served_name, folder)
+        self._info: ModelInfo | None = None  # asked of a model replica on first use
 
     # ----------------------------------------------------------------- model calls
 
-    async def _decode(self, job: Job) -> Result:
-        """Decode one request through the batcher; re-raise its own failure, if any."""
-        out = await self._generate(job)
-        if isinstance(out, Exception):
-            raise out
-        return out
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05, max_concurrent_batches=64)
-    async def _generate(self, jobs: list[Job]) -> list[Result | Exception]:
-        """Decode concurrent requests together (sizes set from the args in ``__init__``).
-
-        Ray forms the next batch while the model is still busy with the previous one (after
-        ``batch_wait_timeout_s``), which leaves small batches queued behind the model. Formed
-        batches therefore wait for the model lock, and whichever gets it decodes the oldest
-        queued requests of all waiting batches, up to ``max_batch_size`` (its own included:
-        the lock is FIFO, so everything queued before it has already been decoded).
-        """
-        entry = _Pending(jobs, asyncio.get_running_loop().create_future())
-        self._pending.append(entry)
-        async with self._lock:  # FIFO: every earlier entry is already done
-            if not entry.future.done():
-                group = self._take_pending()
-                results = await self._run_group([j for e, a, b in group for j in e.jobs[a:b]])
-                for e, a, b in group:
-                    e.results[a:b], results = results[: b - a], results[b - a :]
-                    if b == len(e.jobs) and not e.future.done():
-                        e.future.set_result(e.results)
-        return entry.future.result()
-
-    def _take_pending(self) -> list[tuple[_Pending, int, int]]:
-        """Up to ``max_batch_size`` of the oldest queued requests, as ``(entry, start, end)``
-        slices; an entry that does not fit whole is split and finished by a later call."""
-        group, room = [], self.args.max_batch_size
-        while self._pending and room:
-            head = self._pending[0]
-            if head.future.done():  # cancelled
-                self._pending.popleft()
-                continue
-            start = head.taken
-            head.taken = min(len(head.jobs), start + room)
-            group.append((head, start, head.taken))
-            room -= head.taken - start
-            if head.taken == len(head.jobs):
-                self._pending.popleft()
-        return group
-
-    async def _run_group(self, jobs: list[Job]) -> list[Result | Exception]:
-        """One model call for ``jobs``; if it fails, retry each alone so one bad request
-        cannot fail the others (a request that fails alone gets a logged 500)."""
-        self.stats.batch(len(jobs))
-        try:
-            return await asyncio.to_thread(self.engine.run, jobs)
-        except Exception:
-            logger.exception("decoding a batch of %d failed", len(jobs))
-            if len(jobs) == 1:
-                return [server_error()]
-        out: list[Result | Exception] = []
-        for job in jobs:
+    async def _call(self, method: str, *args: Any) -> Any:
+        """``decoder.<method>(*args)``; a call whose replica was lost is retried on another
+        replica, ``RETRIES`` times, then answered 503 with ``Retry-After``."""
+        for attempt in range(RETRIES + 1):
             try:
-                out.extend(await asyncio.to_thread(self.engine.run, [job]))
-            except Exception:
-                logger.exception("decoding a request alone failed")
-                out.append(server_error())
-        return out
+                return await getattr(self.decoder, method).remote(*args)
+            except Exception as exc:
+                if not replica_lost(exc):
+                    raise
+                self._lost(method, exc, retried=attempt < RETRIES)
+        raise unavailable(RETRY_AFTER_S)
 
-    async def _stream(self, req: rq.ChatRequest) -> AsyncIterator[str]:
-        """SSE chunks for one streamed chat completion (decoded alone, outside the batcher)."""
+    async def _open_stream(
+        self, job: Job, pieces: bool
+    ) -> tuple[str | Result | None, DeploymentResponseGenerator]:
+        """Start a streamed decode and wait for its first item; retried like :meth:`_call`
+        until then (no byte has reached the client yet). Returns ``(first, stream)``."""
+        for attempt in range(RETRIES + 1):
+            stream = self.streams.stream.remote(job, pieces)
+            try:
+                return await stream.__anext__(), stream
+            except Exception as exc:
+                stream.cancel()
+                if not replica_lost(exc):
+                    raise
+                self._lost("stream", exc, retried=attempt < RETRIES)
+            except BaseException:  # the client left (cancelled)
+                stream.cancel()
+                raise
+        raise unavailable(RETRY_AFTER_S)
+
+    def _lost(self, method: str, exc: BaseException, *, retried: bool) -> None:
+        outcome = "retried" if retried else "unavailable"
+        logger.warning("model replica lost during %s (%s): %s", method, outcome, type(exc).__name__)
+        self.stats.replica_lost(outcome)
+
+    async def _model(self) -> ModelInfo:
+        if self._info is None:
+            self._info = await self._call("describe")
+        return self._info
+
+    async def _decode(self, job: Job) -> Result:
+        """Decode one request on a model replica (batched there with concurrent ones)."""
+        result = await self._call("generate", job)
+        if result is None:  # the replica logged why
+            raise server_error()
+        return result
+
+    async def _stream(
+        self,
+        req: rq.ChatRequest,
+        first: str | Result | None,
+        stream: DeploymentResponseGenerator,
+    ) -> AsyncIterator[str]:
+        """SSE chunks of one streamed chat completion; ``first`` is the first item of the
+        replica's ``stream`` (text pieces, then the :class:`Result` or ``None``).
+
+        The 200 is sent by now: a replica lost mid-stream ends the stream with an ``error``
+        event (``replica_unavailable``) and ``[DONE]``, as any other failure does.
+        """
         rid, created, model = rs.new_id("chatcmpl"), int(time.time()), req.model
         offered = [t["function"]["name"] for t in req.tools]
         # With tools or json_object the answer is checked once complete, then sent whole.
         whole = bool(offered) or req.json_object
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def on_delta(piece: str) -> None:
-            if not whole:
-                loop.call_soon_threadsafe(queue.put_nowait, piece)
-
-        async def work() -> Result:
-            async with self._lock:
-                self.stats.batch(1)
-                return await asyncio.to_thread(self.engine.stream, req.job, on_delta, cancel)
-
-        def done(t: asyncio.Task) -> None:
-            queue.put_nowait(None)
-            if not t.cancelled():
-                t.exception()  # mark retrieved: a client that left raises Cancelled unseen
-
-        task = asyncio.create_task(work())
-        task.add_done_callback(done)
+        item = first
         try:
             yield rs.chunk(rid, model, created, {"role": "assistant", "content": ""})
-            while (piece := await queue.get()) is not None:
-                yield rs.chunk(rid, model, created, {"content": piece})
-            try:
-                result = task.result()
-            except Exception:
-                logger.exception("streamed generation failed")
-                yield rs.sse(server_error().body())
-                yield rs.sse("[DONE]")
-                return
+            while isinstance(item, str):
+                yield rs.chunk(rid, model, created, {"content": item})
+                item = await stream.__anext__()
+            if item is None:  # the replica logged why
+                raise server_error()
+            result: Result = item
             finish = result.finish_reason
             if whole:
                 message, finish = rs.message_from_result(
@@ -241,9 +207,20 @@ class SteerMoEServer:
                 yield rs.chunk(
                     rid, model, created, {}, with_usage=rs.usage(result), empty_choices=True
                 )
-            yield rs.sse("[DONE]")
+        except Exception as exc:
+            if replica_lost(exc):
+                logger.warning("model replica lost mid-stream: %s", type(exc).__name__)
+                self.stats.replica_lost("stream_cut")
+                err = unavailable(RETRY_AFTER_S)
+            else:
+                if not isinstance(exc, APIError):
+                    logger.exception("streamed generation failed")
+                err = server_error()
+            yield rs.sse(err.body())
         finally:
-            cancel.set()  # a client that went away stops the decoding at its next token
+            if isinstance(item, str):  # unfinished: a client that went away stops the decoding
+                stream.cancel()
+        yield rs.sse("[DONE]")
 
     # ---------------------------------------------------------------------- routes
 
@@ -256,8 +233,7 @@ class SteerMoEServer:
             authorize(request, self.key_sha256)
             response = await handler()
         except APIError as err:
-            headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
-            response = JSONResponse(err.body(), status_code=err.status, headers=headers)
+            response = JSONResponse(err.body(), status_code=err.status, headers=err.headers())
         except Exception:
             logger.exception("unexpected error on %s", route)
             err = server_error()
@@ -267,9 +243,15 @@ class SteerMoEServer:
 
     @api.get("/health")
     async def health(self) -> JSONResponse:
-        """Liveness plus this replica's request and batch counters (no key needed)."""
+        """Liveness, this ingress replica's request counters and a model replica's batch
+        counters (no key needed); 503 while no model replica answers."""
+        try:
+            batches = await self._call("batches")
+        except APIError as err:
+            return JSONResponse(err.body(), status_code=err.status, headers=err.headers())
+        summary = self.stats.summary()
         return JSONResponse(
-            {"status": "ok", "model": self.args.served_name, **self.stats.summary()}
+            {"status": "ok", "model": self.args.served_name, **summary, "batches": batches}
         )
 
     @api.get("/v1/models")
@@ -277,7 +259,7 @@ class SteerMoEServer:
         """The one served model, OpenAI ``list`` style."""
 
         async def handler() -> Response:
-            return JSONResponse({"object": "list", "data": [self._model_card()]})
+            return JSONResponse({"object": "list", "data": [await self._model_card()]})
 
         return await self._answer("models", request, handler)
 
@@ -287,7 +269,7 @@ class SteerMoEServer:
 
         async def handler() -> Response:
             rq.check_model(model_id, self.args.served_name)
-            return JSONResponse(self._model_card())
+            return JSONResponse(await self._model_card())
 
         return await self._answer("models", request, handler)
 
@@ -299,7 +281,8 @@ class SteerMoEServer:
             require_media_type(request, "multipart/form-data")
             body = await read_body(request, self.limit_bytes)
             fields = await parse_multipart(request, body)
-            req = rq.parse_transcription(fields, **self._limits(), languages=self.languages)
+            info = await self._model()
+            req = rq.parse_transcription(fields, **self._limits(info), languages=info.languages)
             result = await self._decode(req.job)
             out = rs.transcription(
                 result,
@@ -318,11 +301,17 @@ class SteerMoEServer:
         async def handler() -> Response:
             require_media_type(request, "application/json")
             body = await read_body(request, self.limit_bytes)
+            info = await self._model()
             req = rq.parse_chat(
-                rq.parse_json(body), **self._limits(), tool_prompt=self.engine.model.tool_prompt
+                rq.parse_json(body), **self._limits(info), tool_prompt=info.tool_prompt
             )
             if req.stream:
-                return StreamingResponse(self._stream(req), media_type="text/event-stream")
+                # Text pieces are sent as they form, unless the answer is checked whole.
+                pieces = not (req.tools or req.json_object)
+                first, stream = await self._open_stream(req.job, pieces)
+                return StreamingResponse(
+                    self._stream(req, first, stream), media_type="text/event-stream"
+                )
             result = await self._decode(req.job)
             return JSONResponse(
                 rs.chat_completion(
@@ -338,22 +327,23 @@ class SteerMoEServer:
 
     # --------------------------------------------------------------------- helpers
 
-    def _limits(self) -> dict[str, Any]:
+    def _limits(self, info: ModelInfo) -> dict[str, Any]:
         return {
             "served_name": self.args.served_name,
             "max_tokens": self.args.max_tokens,
-            "max_audio_s": self.engine.max_audio_s,
-            "default_instruction": self.engine.default_instruction,
+            "max_audio_s": info.max_audio_s,
+            "default_instruction": info.default_instruction,
         }
 
-    def _model_card(self) -> dict[str, Any]:
+    async def _model_card(self) -> dict[str, Any]:
+        info = await self._model()
         return {
             "id": self.args.served_name,
             "object": "model",
             "created": self.created,
             "owned_by": "steermoe",
-            "backbones": self.backbones,
-            "max_audio_s": self.engine.max_audio_s,
+            "backbones": info.backbones,
+            "max_audio_s": info.max_audio_s,
             "max_tokens": self.args.max_tokens,
         }
 
@@ -369,7 +359,9 @@ def build_app(args: ServeArgs | dict[str, Any]) -> Application:
         args: :class:`ServeArgs` or a dict of its fields.
 
     Returns:
-        The bound Serve application (one deployment, autoscaled between min and max replicas).
+        The bound Serve application: the HTTP ingress (``<deployment_name>Ingress``,
+        ``ingress_replicas`` replicas) in front of the model deployment (``deployment_name``,
+        autoscaled between ``min_replicas`` and ``max_replicas``).
     """
     args = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(args)
     args = with_key_digest(args)
@@ -379,7 +371,7 @@ def build_app(args: ServeArgs | dict[str, Any]) -> Application:
     else:
         folder = find_checkpoint(Path(args.model).expanduser().resolve())
         args = args.model_copy(update={"model": str(folder)})
-    deployment = SteerMoEServer.options(
+    decoder = SteerMoEDecoder.options(
         name=args.deployment_name,
         autoscaling_config={
             "min_replicas": args.min_replicas,
@@ -390,4 +382,12 @@ def build_app(args: ServeArgs | dict[str, Any]) -> Application:
         max_ongoing_requests=args.ongoing_limit,
         ray_actor_options={"num_cpus": args.cpus_per_replica, "num_gpus": args.gpus_per_replica},
     )
-    return deployment.bind(args.model_dump())
+    ingress = SteerMoEServer.options(
+        name=f"{args.deployment_name}Ingress",
+        num_replicas=args.ingress_replicas,
+        # Enough to keep every model replica's queue full (plus streams waiting for theirs).
+        max_ongoing_requests=args.ongoing_limit * args.max_replicas + 16,
+        # No reservation: it parses and relays; the model replicas hold the CPUs and GPUs.
+        ray_actor_options={"num_cpus": 0},
+    )
+    return ingress.bind(args.model_dump(), decoder.bind(args.model_dump()))

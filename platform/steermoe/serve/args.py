@@ -23,9 +23,10 @@ class ServeArgs(ServeConfig):
     tracking_uri: str | None = None
     # Backbone cache on the replicas' nodes (null = $STEERMOE_CACHE or ~/.cache/steermoe).
     cache_dir: str | None = None
-    # Deployment name inside the Serve application.
+    # Name of the model deployment inside the Serve application (its HTTP ingress is
+    # `<deployment_name>Ingress`).
     deployment_name: str = Field(default="SteerMoE", min_length=1)
-    # Requests a replica accepts at once (null = 4 x max_batch_size, at least 16).
+    # Requests a model replica accepts at once (null = 4 x max_batch_size, at least 16).
     max_ongoing_requests: int | None = Field(default=None, ge=1)
     # SHA-256 (hex) of the bearer API key; null = take `api_key_env` (unset = no auth).
     api_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")

@@ -1,7 +1,8 @@
 """OpenAI-style error objects: ``{"error": {"message", "type", "param", "code"}}``.
 
-Every client mistake becomes an :class:`APIError` with a 4xx status and a reason; anything
-else is answered with :func:`server_error` (a generic 500 that never shows a traceback).
+Every client mistake becomes an :class:`APIError` with a 4xx status and a reason; a model
+replica lost while it held the request is :func:`unavailable` (a 503 with ``Retry-After``);
+anything else is answered with :func:`server_error` (a generic 500 that never shows a traceback).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class APIError(Exception):
         type: OpenAI error type, e.g. ``invalid_request_error``.
         param: the request field at fault, if any.
         code: machine-readable code, e.g. ``model_not_found``.
+        retry_after_s: seconds to wait before retrying (sent as ``Retry-After``), if any.
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class APIError(Exception):
         type: str = INVALID,  # noqa: A002 - the OpenAI field is called `type`
         param: str | None = None,
         code: str | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -39,6 +42,15 @@ class APIError(Exception):
         self.type = type
         self.param = param
         self.code = code
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str] | None:
+        """HTTP headers the response carries (``WWW-Authenticate``, ``Retry-After``)."""
+        if self.status == 401:
+            return {"WWW-Authenticate": "Bearer"}
+        if self.retry_after_s is not None:
+            return {"Retry-After": str(self.retry_after_s)}
+        return None
 
     def body(self) -> dict[str, Any]:
         """The JSON body of the error response."""
@@ -64,3 +76,14 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 def server_error() -> APIError:
     """The generic 500 answer to an unexpected fault (details are logged server-side only)."""
     return APIError(500, "The server had an error processing your request.", type=SERVER)
+
+
+def unavailable(retry_after_s: int) -> APIError:
+    """The 503 answer when no model replica could finish the request (one was lost)."""
+    return APIError(
+        503,
+        "The model replica serving this request was lost; please retry.",
+        type=SERVER,
+        code="replica_unavailable",
+        retry_after_s=retry_after_s,
+    )
