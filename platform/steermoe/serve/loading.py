@@ -93,14 +93,15 @@ def resolve_checkpoint(
         return find_checkpoint(local_checkpoint(ref))
     uri = tracking_uri or default_tracking_uri()
     pinned = pin_version(ref, uri)
-    import mlflow  # heavy: only registry references need it
+    import mlflow.artifacts  # heavy: only registry references need it
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     target = dst or Path(tempfile.mkdtemp(prefix="steermoe-serve-"))
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=str(target))
+        # URIs passed per call: MLflow's set_*_uri would export them to the whole process.
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=pinned, dst_path=str(target), tracking_uri=uri, registry_uri=uri
+        )
     except MlflowException as exc:
         raise CheckpointError(f"cannot download {pinned}: {exc}") from None
     return find_checkpoint(local)
