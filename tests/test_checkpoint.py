@@ -163,3 +163,28 @@ def test_warm_start_refuses_a_truncated_tensor_file(cache, trained):
     (path / TENSORS).write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         warm_start(build_model(cfg.model, cache_dir=cache), path)
+
+
+def test_a_torn_ray_train_record_is_set_aside_and_the_newest_complete_checkpoint_continues(
+    tmp_path,
+):
+    """A controller killed while writing ``checkpoint_manager_snapshot.json`` (its node was
+    lost) leaves it empty; Ray would refuse the run forever. The run continues from its
+    newest checkpoint that was written in full."""
+    from steermoe.train.run import SNAPSHOT, recover_torn_snapshot
+
+    cfg = load_config(None, [f"train.storage_path={tmp_path}", "train.name=torn"])
+    run = tmp_path / "torn"
+    assert recover_torn_snapshot(cfg) is cfg  # a new run: nothing to recover
+    for step, complete in ((2, True), (4, True), (6, False)):
+        folder = run / f"checkpoint_step{step:07d}"
+        (folder / "deepspeed" / f"step{step:07d}").mkdir(parents=True)
+        if complete:  # the state file is written last
+            (folder / "train_state.json").write_text(json.dumps({"tag": f"step{step:07d}"}))
+    (run / SNAPSHOT).write_text(json.dumps({"checkpoints": []}))
+    assert recover_torn_snapshot(cfg) is cfg  # a sound record is Ray's to use
+
+    (run / SNAPSHOT).write_text("")
+    resumed = recover_torn_snapshot(cfg)
+    assert resumed.train.resume_from == str(run / "checkpoint_step0000004")
+    assert not (run / SNAPSHOT).exists() and (run / f"{SNAPSHOT}.torn").exists()

@@ -21,7 +21,12 @@ from steermoe import tracking as trk
 from steermoe.config import Config, apply_overrides, set_path, to_dict, validate
 from steermoe.sweep.bookkeeping import SweepResult, collect, finish_child, pick_best
 from steermoe.sweep.space import OptunaSpace, expand, random_space, search_space
-from steermoe.train.run import build_trainer, check_init_from, local_ray_kwargs
+from steermoe.train.run import (
+    build_trainer,
+    check_init_from,
+    local_ray_kwargs,
+    recover_torn_snapshot,
+)
 
 
 def grid_searcher(points: list[dict[str, Any]], metric: str, mode: str):
@@ -132,6 +137,7 @@ def train_driver_fn(trial_config: dict, context: dict) -> None:
     )
     # MLflow first: once Tune sees a result it may stop this trial (ASHA) and end the actor.
     report = trk.make_report_callback(uri, run_id, retry_s=retry_s)
+    config = recover_torn_snapshot(config)  # the trial's last driver may have died mid-write
     trainer = build_trainer(config, callbacks=[report, TuneReportCallback()])
     trainer.fit()
 

@@ -19,7 +19,7 @@ import yaml
 
 from steermoe import env
 from steermoe import tracking as trk
-from steermoe.config import Config, to_dict
+from steermoe.config import Config, apply_overrides, to_dict, validate
 from steermoe.model.checkpoint import MODEL_DIR, local_checkpoint, read_header
 from steermoe.train.loop import (
     DEEPSPEED_DIR,
@@ -56,6 +56,44 @@ def check_init_from(config: Config) -> None:
         state = json.loads((resume_folder(config.train.resume_from) / STATE_FILE).read_text())
         if "config" in state:
             check_resumable(state["config"], config)
+
+
+# Ray Train's record of a run's checkpoints, in the run's storage folder.
+SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def recover_torn_snapshot(config: Config) -> Config:
+    """A run whose controller died while writing Ray Train's checkpoint record (its node was
+    lost) leaves that file empty or cut short, and Ray then refuses to start the run again.
+    Set the torn record aside and continue from the newest complete checkpoint in the run's
+    storage (``train.resume_from``); anything else is returned unchanged."""
+    folder = storage_path(config) / config.train.name
+    snapshot = folder / SNAPSHOT
+    try:
+        json.loads(snapshot.read_text())
+        return config
+    except FileNotFoundError:
+        return config
+    except ValueError:
+        pass
+    torn = snapshot.with_name(f"{SNAPSHOT}.torn")
+    snapshot.replace(torn)
+    complete = []
+    for candidate in sorted(folder.glob("checkpoint_step*")):
+        try:
+            state = json.loads((candidate / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # written only in part when the node went
+        if (candidate / DEEPSPEED_DIR / state.get("tag", "")).is_dir():
+            complete.append(candidate)
+    print(
+        f"[train] {snapshot} was torn (moved to {torn.name}); continuing from "
+        f"{complete[-1].name if complete else 'step 0 (no complete checkpoint)'}",
+        flush=True,
+    )
+    if not complete:
+        return config
+    return validate(apply_overrides(to_dict(config), [f"train.resume_from={complete[-1]}"]))
 
 
 def build_trainer(config: Config, *, callbacks: list | None = None):
@@ -102,6 +140,7 @@ def run(config: Config, *, output_dir: str | Path | None = None) -> TrainResult:
 
     if not ray.is_initialized():
         ray.init(**local_ray_kwargs())
+    config = recover_torn_snapshot(config)
     start = time.perf_counter()
     report = trk.make_report_callback(uri, run_id, retry_s=config.mlflow.retry_s)
     trainer = build_trainer(config, callbacks=[report])
