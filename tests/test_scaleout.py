@@ -21,12 +21,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow_poll import reported_steps
 from synth_fixtures import write_suite
 
 from steermoe import tiny
 from steermoe import tracking as trk
 from steermoe.config import load_config
+from steermoe.model import build_model, load_checkpoint
+from steermoe.model.checkpoint import checkpoint_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -237,10 +240,11 @@ def _finish(thread: threading.Thread, box: dict, timeout: float):
 def test_two_workers_on_two_nodes_survive_losing_a_node(
     cluster, data_root, tmp_path, mlflow_server
 ):
-    """2 workers on 2 nodes (one each); once the first checkpoint is reported, the node of
-    one worker is removed and a fresh node joins. The run resumes from its checkpoint on
-    the new node and finishes; the MLflow server holds every step exactly once, and the
-    exported checkpoint as an artifact through HTTP."""
+    """A 2-worker DeepSpeed ZeRO-2 run, one worker per node; once the first checkpoint is
+    reported, the node of one worker is removed and a fresh node joins. The run resumes from
+    its checkpoint (curriculum stage and schedule included) on the new node and finishes; the
+    MLflow server holds every step exactly once, and the exported trainable-only checkpoint
+    (an artifact, through HTTP) loads into a fresh model."""
     from steermoe.train.run import run
 
     cfg = tiny_config(
@@ -252,6 +256,12 @@ def test_two_workers_on_two_nodes_survive_losing_a_node(
         "train.placement_strategy=STRICT_SPREAD",
         "train.max_steps=9",
         "train.eval_every=3",
+        "train.optim.warmup_steps=2",
+        "model.steering.num_experts=4",
+        "model.steering.top_k=2",
+        "model.ctc.weight=0.3",
+        "model.system_prompt=null",
+        "train.curriculum=[{steps: 4, tasks: [asr]}, {tasks: [asr, aqa, fc]}]",
     )
     job, box = _in_background(run, cfg)
     _wait(lambda: reported_steps(mlflow_server.db, "multinode"), 300, "the first report")
@@ -274,14 +284,43 @@ def test_two_workers_on_two_nodes_survive_losing_a_node(
     assert steps == [3, 6, 9]
     history = sorted(m.step for m in c.get_metric_history(result.run_id, "history.train_loss"))
     assert history == list(range(1, 10))
-    assert c.get_metric_history(result.run_id, "restarts")[-1].value >= 1
+    restarts = c.get_metric_history(result.run_id, "restarts")
+    assert restarts[0].value == 0 and restarts[-1].value >= 1
+    assert r.info.run_name == "multinode"
     assert r.data.params["train.placement_strategy"] == "STRICT_SPREAD"
+    assert r.data.params["model.steering.top_k"] == "2"
+    assert r.data.params["train.num_workers"] == "2"
+    assert {"val_wer", "val_audio_gain", "val_audio_norm", "history.train_ctc_loss"} <= set(
+        r.data.metrics
+    )
+    assert "routing.usage.l0.e0" in r.data.metrics
+    # The curriculum moved from ASR alone to every task after step 4, across the restart.
+    stages = sorted(c.get_metric_history(result.run_id, "curriculum_stage"), key=lambda m: m.step)
+    assert [int(m.value) for m in stages] == [0, 1, 1]
+    # Warmup then cosine: the steering lr ramps to its base value, then decays.
+    lrs = [
+        m.value
+        for m in sorted(c.get_metric_history(result.run_id, "history.lr"), key=lambda m: m.step)
+    ]
+    assert lrs[0] == pytest.approx(0.005) and lrs[1] == pytest.approx(0.01)
+    assert lrs[-1] < lrs[1]
     # Artifacts went through the server into its artifact root, not into a local folder.
     assert {a.path for a in c.list_artifacts(result.run_id, "final")} >= {
         "final/checkpoint",
         "final/config.yaml",
     }
     assert list(mlflow_server.artifacts.rglob("trainable.safetensors"))
+
+    # The exported artefact is trainable-only and loads into a fresh model.
+    files = sorted(p.name for p in result.checkpoint.iterdir())
+    assert files == ["steermoe.json", "trainable.safetensors"]
+    assert checkpoint_config(result.checkpoint) == cfg.model
+    model = build_model(cfg.model)
+    before = [p.clone() for _, p in model.trainable_parameters()]
+    header = load_checkpoint(model, result.checkpoint)
+    assert header["step"] == 9
+    assert header["languages"] == ["en"]  # what Serve accepts in transcriptions
+    assert any(not torch.equal(a, p) for a, (_, p) in zip(before, model.trainable_parameters()))
 
 
 def test_sweep_over_nodes_survives_a_node_loss_and_a_tracking_server_restart(
