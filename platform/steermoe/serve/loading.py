@@ -94,13 +94,19 @@ def resolve_checkpoint(
     uri = tracking_uri or default_tracking_uri()
     pinned = pin_version(ref, uri)
     import mlflow.artifacts  # heavy: only registry references need it
+    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    name, version = pinned.removeprefix("models:/").rsplit("/", 1)
     target = dst or Path(tempfile.mkdtemp(prefix="steermoe-serve-"))
     try:
-        # URIs passed per call: MLflow's set_*_uri would export them to the whole process.
+        # The version's own artifact location, read with URIs given per call: a models:/
+        # download consults the process-wide registry URI, and MLflow's set_*_uri would
+        # export both to the whole process.
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        source = client.get_model_version_download_uri(name, version)
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=pinned, dst_path=str(target), tracking_uri=uri, registry_uri=uri
+            artifact_uri=source, dst_path=str(target), tracking_uri=uri
         )
     except MlflowException as exc:
         raise CheckpointError(f"cannot download {pinned}: {exc}") from None
