@@ -209,7 +209,7 @@ def _log_one(c, run_id: str, metrics: dict[str, Any], step: int) -> None:
         c.log_batch(run_id, metrics=rows[i : i + 500])
 
 
-def make_report_callback(uri: str, run_id: str, *, retry_s: float = 300.0):
+def make_report_callback(uri: str, run_id: str, *, retry_s: float):
     """A Ray Train ``UserCallback`` (runs on the controller) logging every report once.
 
     A report sent while the tracking server is down is retried for ``retry_s`` seconds
