@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,8 @@ def test_demo_pipeline_on_the_tiny_twin_with_an_empty_home(tmp_path):
     import mlflow
 
     from steermoe import env as steermoe_env
+    from steermoe.demo import stop_cluster
+    from steermoe.env import free_port
 
     db = tmp_path / "mlflow.db"
     home = tmp_path / "home"
@@ -41,22 +45,45 @@ def test_demo_pipeline_on_the_tiny_twin_with_an_empty_home(tmp_path):
         "PIP_CONFIG_FILE",
     ):
         env.pop(key, None)
-    proc = subprocess.run(
+    # A bystander: another Ray cluster of the user, on Ray's default ports where they are free.
+    # The demo must work around it and leave it running.
+    other_gcs, other_dashboard = free_port(6379), free_port(8265)
+    subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "jobs.demo",
-            "jobs/configs/demo_tiny.yaml",
-            f"mlflow.tracking_uri=sqlite:///{db}",
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={other_gcs}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={other_dashboard}",
+            "--num-cpus=0",
+            "--disable-usage-stats",
         ],
-        cwd=ROOT,
-        env=env,
+        check=True,
         capture_output=True,
-        text=True,
-        timeout=1500,
     )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jobs.demo",
+                "jobs/configs/demo_tiny.yaml",
+                f"mlflow.tracking_uri=sqlite:///{db}",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-5000:]
+        urllib.request.urlopen(f"http://127.0.0.1:{other_dashboard}", timeout=5)  # still up
+    finally:
+        stopped = stop_cluster(other_gcs)
+    assert stopped > 0
     # The token Ray's CLI reads was created for the cluster, private, and never printed.
     token = home / ".ray" / "auth_token"
     assert token.stat().st_mode & 0o777 == 0o600
@@ -72,8 +99,8 @@ def test_demo_pipeline_on_the_tiny_twin_with_an_empty_home(tmp_path):
     assert str(version.version) == "1"
     exp = client.get_experiment_by_name("steermoe-demo-tiny")
     assert exp.artifact_location == (tmp_path / "mlartifacts" / "steermoe-demo-tiny").as_uri()
-    # The cluster was stopped at the end: nothing answers on the dashboard port any more.
-    import urllib.request
-
+    # The demo's own cluster was stopped at the end: nothing answers on its dashboard any more.
+    dashboard = re.search(r"Ray dashboard: (http://127\.0\.0\.1:\d+)", out).group(1)
+    assert dashboard != f"http://127.0.0.1:{other_dashboard}"
     with pytest.raises(OSError):
-        urllib.request.urlopen("http://127.0.0.1:8265", timeout=2)
+        urllib.request.urlopen(dashboard, timeout=2)

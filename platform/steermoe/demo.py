@@ -10,13 +10,13 @@ stage and where its logs are.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -27,13 +27,19 @@ from steermoe import tracking
 from steermoe.config import Config
 from steermoe.data.batches import data_root
 from steermoe.data.heldout import DatasetUnavailable, librivox, named_dataset
-from steermoe.env import ensure_ray_token
+from steermoe.env import ensure_ray_token, free_port
 from steermoe.evaluate import score_row
 from steermoe.serve import client as api
 from steermoe.sweep import latest_parent, summary_rows
 
 BIN = Path(sys.executable).parent
-DASHBOARD = "http://127.0.0.1:8265"
+# Ray's default ports for a head node; free ones are used where another cluster holds them.
+RAY_PORTS = {
+    "port": 6379,  # the GCS
+    "dashboard-port": 8265,
+    "dashboard-agent-listen-port": 52365,  # the job agent `ray job submit` reaches
+    "ray-client-server-port": 10001,
+}
 EXCLUDES = [".venv/**", ".git/**", "mlflow.db", "mlruns/**", "outputs/**", "reports/**"]
 
 
@@ -89,11 +95,15 @@ def run_demo(config: Config, config_path: str, overrides: list[str], *, root: Pa
         )
 
         stage("2/6 start a local Ray cluster on 127.0.0.1 (token auth on)")
-        if _dashboard_up():
-            raise StageError(
-                "cluster",
-                f"something already answers at {DASHBOARD}; stop that Ray cluster first "
-                "(ray stop) or free port 8265",
+        ports = {flag: free_port(default) for flag, default in RAY_PORTS.items()}
+        gcs_port = ports["port"]
+        dashboard = f"http://127.0.0.1:{ports['dashboard-port']}"
+        moved = [f"{flag} {ports[flag]}" for flag in RAY_PORTS if ports[flag] != RAY_PORTS[flag]]
+        if moved:
+            print(
+                f"Ray's default ports are taken (another Ray cluster?); this demo's cluster "
+                f"uses {', '.join(moved)}",
+                flush=True,
             )
         ensure_ray_token()  # `ray start` does not create a missing token
         run(
@@ -104,7 +114,7 @@ def run_demo(config: Config, config_path: str, overrides: list[str], *, root: Pa
                 "--head",
                 "--node-ip-address=127.0.0.1",
                 "--dashboard-host=127.0.0.1",
-                "--dashboard-port=8265",
+                *(f"--{flag}={port}" for flag, port in ports.items()),
                 "--num-cpus=2",
                 "--disable-usage-stats",
             ],
@@ -120,7 +130,7 @@ def run_demo(config: Config, config_path: str, overrides: list[str], *, root: Pa
             "job",
             "submit",
             "--address",
-            DASHBOARD,
+            dashboard,
             "--working-dir",
             ".",
             "--runtime-env-json",
@@ -136,7 +146,7 @@ def run_demo(config: Config, config_path: str, overrides: list[str], *, root: Pa
             "sweep",
             [*submit, "jobs.sweep", *common, "--fresh"],
             env,
-            f"ray job logs --address {DASHBOARD}",
+            f"ray job logs --address {dashboard}",
             cwd=root,
         )
 
@@ -145,7 +155,7 @@ def run_demo(config: Config, config_path: str, overrides: list[str], *, root: Pa
             "serve",
             [*submit, "jobs.serve", *common, "--no-block"],
             env,
-            f"ray job logs --address {DASHBOARD}; /tmp/ray/session_latest/logs/serve",
+            f"ray job logs --address {dashboard}; /tmp/ray/session_latest/logs/serve",
             cwd=root,
         )
 
@@ -163,7 +173,7 @@ def run_demo(config: Config, config_path: str, overrides: list[str], *, root: Pa
             f"\nMLflow UI:     {BIN / 'mlflow'} ui --backend-store-uri {uri} --host 127.0.0.1"
             "\n               then open http://127.0.0.1:5000"
             f"\nSweep report:  {report or 'not found (see the sweep job log)'}"
-            f"\nRay dashboard: {DASHBOARD}"
+            f"\nRay dashboard: {dashboard}"
         )
     except StageError as exc:
         print(f"\nDEMO FAILED: {exc}", file=sys.stderr)
@@ -171,11 +181,13 @@ def run_demo(config: Config, config_path: str, overrides: list[str], *, root: Pa
     finally:
         if cluster_started and not keep:
             stage("shutting down (set DEMO_KEEP_SERVING=1 to leave Serve running)")
-            subprocess.run([str(BIN / "ray"), "stop"], env=env, cwd=root, check=False)
+            stopped = stop_cluster(gcs_port)
+            print(f"stopped this demo's Ray cluster ({stopped} processes)", flush=True)
         elif cluster_started:
             print(
                 f"\nServe keeps running at http://{config.serve.host}:{config.serve.port}/v1 "
-                f"(stop it with: {BIN / 'ray'} stop)"
+                f"(stop it with: {BIN / 'ray'} stop, which stops every Ray cluster on this "
+                "machine)"
             )
     print(
         f"\ndemo finished in {(time.time() - started) / 60:.1f} min; peak memory in use on "
@@ -202,12 +214,46 @@ class MemoryWatch:
         return self.peak / 2**30
 
 
-def _dashboard_up() -> bool:
-    try:
-        urllib.request.urlopen(DASHBOARD, timeout=2)
-    except OSError:
-        return False
-    return True
+def stop_cluster(gcs_port: int, *, grace_s: float = 10.0) -> int:
+    """Stop the local Ray cluster whose GCS listens on ``gcs_port``, and nothing else.
+
+    ``ray stop`` ends every Ray process of the user on the machine (a training run's cluster
+    too). This finds the cluster's session from its GCS server, ends the processes started
+    for that session (GCS, raylet, dashboard, monitors) with all their children (workers,
+    Serve replicas, agents): SIGTERM, then SIGKILL after ``grace_s``. Returns how many.
+    """
+    session = None
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if proc.info["name"] == "gcs_server" and f"--gcs_server_port={gcs_port}" in cmd:
+            session = next(
+                (a.split("=", 1)[1] for a in cmd if a.startswith("--session-name=")), None
+            )
+            break
+    if session is None:
+        return 0
+    address = f"127.0.0.1:{gcs_port}"  # e.g. the Ray Client server names only the GCS
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(session in arg or arg.endswith(address) for arg in proc.info["cmdline"] or []):
+            try:
+                for p in [proc, *proc.children(recursive=True)]:
+                    found[p.pid] = p
+            except psutil.NoSuchProcess:
+                continue
+    for p in found.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(list(found.values()), timeout=grace_s)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=grace_s)
+    # `ray start` recorded the cluster for `ray.init(address="auto")`; forget it if it is ours.
+    current = Path("/tmp/ray/ray_current_cluster")
+    if current.exists() and current.read_text().strip().endswith(f":{gcs_port}"):
+        current.unlink(missing_ok=True)
+    return len(found)
 
 
 # ----------------------------------------------------------------------------- requests
