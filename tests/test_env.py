@@ -44,3 +44,23 @@ def test_existing_token_is_used_and_other_locations_respected(home, monkeypatch,
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
     assert env.ensure_ray_token() is None and not (home / ".ray").exists()
+
+
+def test_a_local_cluster_avoids_a_held_dashboard_port_and_tells_its_helpers(home, monkeypatch):
+    import socket
+
+    from steermoe.train.run import local_ray_kwargs
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", env.free_port(8265)))
+        held.listen()
+        taken = held.getsockname()[1]
+        kwargs = local_ray_kwargs()
+        port = kwargs["dashboard_port"]
+        assert port != taken and env.free_port(port) == port  # 8265 itself where CI holds it
+    assert kwargs["dashboard_host"] == "127.0.0.1"
+    url = kwargs["runtime_env"]["env_vars"]["RAY_API_SERVER_ADDRESS"]
+    assert url == f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert local_ray_kwargs() == {"address": "127.0.0.1:6379"}

@@ -7,6 +7,7 @@ overridden from the shell. Jobs call it first; tests call it from ``conftest.py`
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 DEFAULTS: dict[str, str] = {
@@ -118,3 +119,13 @@ def ensure_ray_token() -> Path | None:
             flush=True,
         )
     return path
+
+
+def free_port(preferred: int = 0) -> int:
+    """``preferred`` when nothing listens on it at 127.0.0.1, else (or for 0) a free port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -176,12 +176,23 @@ def export(checkpoint, config: Config, out: Path) -> tuple[Path, Path]:
 
 
 def local_ray_kwargs() -> dict:
-    """A local single-node Ray on 127.0.0.1 (used when no cluster address is given)."""
+    """A local single-node Ray on 127.0.0.1 (used when no cluster address is given).
+
+    Its dashboard takes 8265 where free, another port otherwise. The dashboard also serves
+    the state API that Ray Train's helpers poll (its controller, its placement-group
+    cleaner); they are told its address, since with several local clusters on the machine
+    they would otherwise fail to find "the" cluster and take a live run for dead.
+    """
     if os.environ.get("RAY_ADDRESS"):
         return {"address": os.environ["RAY_ADDRESS"]}
     env.ensure_ray_token()
-    # The dashboard (127.0.0.1 only) also serves the state API Ray Train's controller polls.
-    return {"include_dashboard": True, "dashboard_host": "127.0.0.1"}
+    port = env.free_port(8265)
+    return {
+        "include_dashboard": True,
+        "dashboard_host": "127.0.0.1",
+        "dashboard_port": port,
+        "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+    }
 
 
 def latest_checkpoint(config: Config) -> Path:
