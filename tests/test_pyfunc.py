@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from mlflow import MlflowClient
 
 from steermoe import env, registry
 from steermoe.config import ModelConfig, load_config, to_dict
+from steermoe.env import free_port
 from steermoe.model import build_model, save_checkpoint
 from steermoe.model.checkpoint import checkpoint_config, local_checkpoint, read_header
 from steermoe.pyfunc import PredictError, answer
@@ -157,16 +157,10 @@ def test_ray_serve_finds_the_checkpoint_inside_the_pyfunc_version(store, tmp_pat
     assert (folder / "trainable.safetensors").is_file() and folder.is_relative_to(tmp_path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def mlflow_serve(ref: str, uri: str, cache: Path):
     """``mlflow models serve`` of ``ref`` on a free loopback port; yields its URL."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": uri,

@@ -12,7 +12,6 @@ import base64
 import io
 import json
 import random
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ import numpy as np
 import pytest
 import requests
 import soundfile as sf
+
+from steermoe.env import free_port
 
 pytestmark = pytest.mark.ray
 
@@ -56,12 +57,6 @@ class Server:
         return requests.get(f"{self.url}/health", timeout=10).json()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def clip() -> bytes:
     if not SHORT_CLIP.is_file():
@@ -94,7 +89,7 @@ def server(tmp_path_factory, clip) -> Server:
         batch_wait_timeout_s=0.2,
         api_key_sha256=key_digest(KEY),
     )
-    port = _free_port()
+    port = free_port()
     # address="local": a new cluster of our own, never one another process started.
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:

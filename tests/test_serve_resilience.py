@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -27,6 +26,8 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+
+from steermoe.env import free_port
 
 CLIP = Path(
     "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav"
@@ -46,12 +47,6 @@ class Outcome:
     retry_after: str | None = None
     stream_error: str | None = None  # code of a stream's error event
     complete: bool = True  # a stream ended with `data: [DONE]`
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def replica_pids() -> set[int]:
@@ -282,7 +277,7 @@ def test_losing_a_model_replica_under_load(tmp_path):
         max_tokens=8,
         batch_wait_timeout_s=0.02,
     )
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     # address="local": a new cluster of our own, never one another process started.
     ray.init(address="local", num_cpus=2, include_dashboard=False)
