@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,18 +27,13 @@ from synth_fixtures import write_suite
 from steermoe import tiny
 from steermoe import tracking as trk
 from steermoe.config import load_config
+from steermoe.env import free_port
 from steermoe.model import build_model, load_checkpoint
 from steermoe.model.checkpoint import checkpoint_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 SLOT = "trainer_slot"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MlflowServer:
@@ -49,7 +43,7 @@ class MlflowServer:
         self.db = root / "mlflow.db"
         self.artifacts = root / "artifacts"
         self.log = root / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -135,8 +129,11 @@ def cluster(tmp_path_factory):
             "include_dashboard": True,
             "dashboard_host": "127.0.0.1",
             # Free ports: another local cluster may hold Ray's defaults.
-            "gcs_server_port": _free_port(),
-            "dashboard_port": _free_port(),
+            "gcs_server_port": free_port(),
+            "dashboard_port": free_port(),
+            # A lost node is declared dead after 3 failed health checks 1 s apart (Ray's
+            # defaults: 5 checks 3 s apart, ~15 s of the recovery these tests wait for).
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
         },
     )
     for _ in range(2):
@@ -385,7 +382,7 @@ def test_reports_wait_for_the_tracking_server_then_fail_with_a_clear_message(tmp
     spent the job fails naming the server and the setting."""
     from mlflow.exceptions import MlflowException
 
-    port = _free_port()  # nothing listens here
+    port = free_port()  # nothing listens here
     uri = f"http://127.0.0.1:{port}"
     slept: list[float] = []
     with pytest.raises(trk.TrackingUnavailable, match=rf"127\.0\.0\.1:{port}.*mlflow\.retry_s"):
