@@ -102,5 +102,7 @@ def test_demo_pipeline_on_the_tiny_twin_with_an_empty_home(tmp_path):
     # The demo's own cluster was stopped at the end: nothing answers on its dashboard any more.
     dashboard = re.search(r"Ray dashboard: (http://127\.0\.0\.1:\d+)", out).group(1)
     assert dashboard != f"http://127.0.0.1:{other_dashboard}"
+    # The jobs' Ray helpers were told which cluster is theirs instead of guessing.
+    assert "Found multiple active Ray instances" not in out
     with pytest.raises(OSError):
         urllib.request.urlopen(dashboard, timeout=2)

@@ -124,7 +124,10 @@ def run_demo(config: Config, config_path: str, overrides: list[str], *, root: Pa
         )
         cluster_started = True
 
-        runtime_env = json.dumps({"excludes": EXCLUDES, "env_vars": {"PYTHONPATH": "platform:."}})
+        # Ray Train's helpers find the state API through RAY_API_SERVER_ADDRESS; without it
+        # they guess "the" local cluster, and with several on the machine they may guess wrong.
+        job_env = {"PYTHONPATH": "platform:.", "RAY_API_SERVER_ADDRESS": dashboard}
+        runtime_env = json.dumps({"excludes": EXCLUDES, "env_vars": job_env})
         submit = [
             str(BIN / "ray"),
             "job",
