@@ -61,7 +61,8 @@ def test_steering_memorises_a_handful_of_real_clips(clips):
     assert sum(p.strip().lower() == t for p, t in zip(out.texts, targets)) >= 3, out.texts
 
 
-def test_shipped_reference_checkpoint_loads_against_freshly_prepared_backbones(clips):
+@pytest.mark.parametrize("name", ["reference", "reference-b"])  # reference-b: serve.yaml's
+def test_shipped_reference_checkpoint_loads_against_freshly_prepared_backbones(clips, name):
     """The embedded checkpoint names its backbones by file hashes: a machine that prepared
     them from the pinned packages must reproduce those hashes, or loading fails loudly."""
     if not all(backbones.is_prepared(n) for n in ("whisper-base", "smollm2-135m-instruct")):
@@ -69,8 +70,8 @@ def test_shipped_reference_checkpoint_loads_against_freshly_prepared_backbones(c
     from steermoe.serve.loading import load_model
 
     torch.set_num_threads(2)
-    model, header, folder = load_model("embedded:reference")
-    assert folder.name == "reference" and header["step"] > 0
+    model, header, folder = load_model(f"embedded:{name}")
+    assert folder.name == name and header["step"] > 0
     assert header["model_config"]["steering"]["num_experts"] == 4
     ex = librivox()[0]
     audio = load_audio(ex.audio_path, example_id=ex.id)
