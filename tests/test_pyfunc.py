@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -146,6 +147,9 @@ def test_bad_rows_name_the_row_and_column(store):
         loaded.predict(pd.DataFrame({"audio": [clip, "/no/such/clip.wav"]}))
     with pytest.raises(PredictError, match=r"row 0: 'tools' is not JSON"):
         loaded.predict(pd.DataFrame({"audio": [clip], "tools": ["[{"]}))
+    nameless = json.dumps([{"type": "function", "function": {"parameters": {}}}])
+    with pytest.raises(PredictError, match=r"row 0: 'tools': .*without a function name"):
+        loaded.predict(pd.DataFrame({"audio": [clip], "tools": [nameless]}))
     with pytest.raises(PredictError, match=r"row 0: audio could not be decoded"):
         loaded.predict(pd.DataFrame({"audio": [base64.b64encode(b"not audio").decode()]}))
 

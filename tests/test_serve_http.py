@@ -84,7 +84,7 @@ def server(tmp_path_factory, clip) -> Server:
         cache_dir=str(cache),
         max_body_mb=1.0,
         max_audio_s=5.0,  # SHORT_CLIP fits, LONG_CLIP is refused
-        max_tokens=16,
+        max_tokens=40,
         max_batch_size=8,
         batch_wait_timeout_s=0.2,
         api_key_sha256=key_digest(KEY),
@@ -192,6 +192,42 @@ def test_openai_chat_with_audio_and_tools(server, clip):
     assert with_tools.usage.prompt_tokens > plain.usage.prompt_tokens
     assert no_tools.usage.prompt_tokens == plain.usage.prompt_tokens
     assert no_tools.choices[0].message.content == plain.choices[0].message.content
+
+
+LAMP = {
+    "type": "function",
+    "function": {
+        "name": "lamp",
+        "parameters": {
+            "type": "object",
+            "properties": {"on": {"type": "boolean"}},
+            "required": ["on"],
+        },
+    },
+}
+
+
+def test_required_and_named_tool_choice_answer_with_a_call_to_the_schema(server, clip):
+    """The untrained model writes no call by itself; held to the call grammar it answers
+    ``tool_choice: required`` and a named function with one call whose arguments fit."""
+    client = server.client()
+    messages = audio_message(clip, "Switch the lamp.")
+    named = {"type": "function", "function": {"name": "lamp"}}
+    for tools, choice in (([LAMP], "required"), ([WEATHER, LAMP], named)):
+        out = client.chat.completions.create(
+            model="steermoe",
+            messages=messages,
+            tools=tools,
+            tool_choice=choice,
+            parallel_tool_calls=False,
+            max_tokens=40,
+        )
+        choice_ = out.choices[0]
+        assert choice_.finish_reason == "tool_calls", choice_.message
+        (call,) = choice_.message.tool_calls
+        assert call.function.name == "lamp"
+        arguments = json.loads(call.function.arguments)
+        assert set(arguments) == {"on"} and isinstance(arguments["on"], bool)
 
 
 def test_openai_streaming(server, clip):
@@ -366,7 +402,7 @@ HOSTILE_FIELDS = [
     ({"response_format": {"type": "json_schema"}}, "response_format.type"),
     ({"n": 2}, "n"),
     ({"max_tokens": 2, "max_completion_tokens": 3}, "max_tokens"),
-    ({"max_tokens": None, "max_completion_tokens": 17}, "max_completion_tokens"),
+    ({"max_tokens": None, "max_completion_tokens": 41}, "max_completion_tokens"),
     ({"frequency_penalty": 1}, "frequency_penalty"),
     ({"presence_penalty": 9}, "presence_penalty"),
     ({"logit_bias": {"1": 100}}, "logit_bias"),
@@ -382,7 +418,6 @@ HOSTILE_FIELDS = [
     ({"service_tier": "priority"}, "service_tier"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
     ({"parallel_tool_calls": 1}, "parallel_tool_calls"),
-    ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice"),
     ({"tool_choice": {"type": "function"}}, "tool_choice.function"),
     ({"bogus_field": True}, "bogus_field"),
 ]
@@ -464,7 +499,7 @@ def fuzz_cases(clip: bytes, seed: int = 0) -> list[tuple]:
         {"max_tokens": -1},
         {"max_tokens": 10**9},
         {"max_tokens": 2.5},
-        {"max_completion_tokens": 17},
+        {"max_completion_tokens": 41},
         {"stream": "yes"},
         {"stream_options": "all"},
         {"n": 3},

@@ -158,6 +158,27 @@ def test_parse_chat_plain_and_with_tools():
     assert none.tools == [] and none.job.instruction == "What is said?"
 
 
+def test_parse_chat_holds_answers_with_tools_to_the_call_grammar():
+    def grammar(**fields):
+        return rq.parse_chat(chat_body(**fields), **LIMITS).job.decoding.tool_calls
+
+    assert grammar() is None and grammar(tools=[WEATHER], tool_choice="none") is None
+    auto = grammar(tools=[WEATHER, TIMER], temperature=0.5)
+    assert (auto.mode, auto.max_calls, sorted(auto.schemas)) == (
+        "auto",
+        rq.MAX_CALLS,
+        ["get_weather", "set_timer"],
+    )
+    required = grammar(tools=[WEATHER, TIMER], tool_choice="required", parallel_tool_calls=False)
+    assert (required.mode, required.max_calls) == ("required", 1)
+    named = {"type": "function", "function": {"name": "set_timer"}}
+    one = grammar(tools=[WEATHER, TIMER], tool_choice=named)
+    assert (one.mode, sorted(one.schemas)) == ("required", ["set_timer"])
+    assert one.viable('[{"name":"set_timer"') and not one.viable('[{"name":"get_weather"')
+    req = rq.parse_chat(chat_body(tools=[WEATHER], temperature=0.5, seed=2), **LIMITS)
+    assert (req.job.decoding.temperature, req.job.decoding.seed) == (0.5, 2)
+
+
 def test_parse_chat_defaults_to_asr_instruction_and_reads_stream_options():
     body = chat_body(text="", stream=True, stream_options={"include_usage": True})
     req = rq.parse_chat(body, **LIMITS)
@@ -302,7 +323,6 @@ HOSTILE_CHAT = [
     ({"stream_options": {"include_usage": True}}, "stream_options"),
     ({"stream": True, "stream_options": {"include_obfuscation": True}}, "stream_options"),
     ({"frobnicate": 1}, "frobnicate"),
-    ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice"),
     ({"tools": [{**WEATHER, "function": {**WEATHER["function"], "strict": True}}]}, "tools[0]"),
 ]
 

@@ -478,6 +478,10 @@ class EvalConfig(_Strict):
     batch_size: int = Field(default=8, ge=1)
     # Decoding budget per example (also used by the quick validation metric).
     max_new_tokens: int = Field(default=64, ge=1, le=4096)
+    # Examples that offer tools: an answer that opens a call list (`[`) is held to the tools'
+    # grammar (names offered, keys declared, values of the schema's types), as Serve holds
+    # `tool_choice: auto`; false = the model's raw answer. Also used by the quick validation.
+    tool_grammar: bool = True
     # Cap on examples per dataset (null = all of them: never a random slice).
     max_examples: int | None = Field(default=None, ge=1)
     # Where manifests are written; null = `<cache>/eval`.

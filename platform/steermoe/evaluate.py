@@ -45,9 +45,9 @@ from evaluators.manifest import read_manifest, score_manifest, write_manifest
 from evaluators.tasks import TASKS
 from steermoe import env
 from steermoe import tracking as trk
-from steermoe.config import Config, DataConfig, flatten
+from steermoe.config import Config, DataConfig, EvalConfig, flatten
 from steermoe.data.audio import SAMPLE_RATE
-from steermoe.data.batches import data_root, instruction, load_batch
+from steermoe.data.batches import data_root, decoding, instruction, load_batch
 from steermoe.data.examples import Example
 from steermoe.data.heldout import NAMES, DatasetUnavailable, fsdd_accuracy, named_dataset
 from steermoe.data.sources import load_examples
@@ -181,7 +181,7 @@ def infer(
         loaded = load_batch(todo[i : i + ev.batch_size], data)
         skipped.update(loaded.skipped)
         if loaded.examples:
-            records += _run_batch(model, loaded, ev.max_new_tokens, default_instruction)
+            records += _run_batch(model, loaded, ev, default_instruction)
         now = time.perf_counter()
         done = min(i + ev.batch_size, len(todo))
         if now - last >= PROGRESS_EVERY_S or done == len(todo):
@@ -191,7 +191,7 @@ def infer(
 
 
 def _run_batch(
-    model: Any, loaded: Any, max_new_tokens: int, default_instruction: str
+    model: Any, loaded: Any, ev: EvalConfig, default_instruction: str
 ) -> list[dict[str, Any]]:
     """Collate, generate and time one batch; the latency is split evenly over its examples."""
     exs = loaded.examples
@@ -199,7 +199,11 @@ def _run_batch(
     _sync(model.device)
     tic = time.perf_counter()
     batch = model.collate(loaded.audios, prompts, ids=[ex.id for ex in exs]).to(model.device)
-    generation = model.generate(batch, max_new_tokens=max_new_tokens)
+    generation = model.generate(
+        batch,
+        max_new_tokens=ev.max_new_tokens,
+        decoding=[decoding(ex, ev.tool_grammar) for ex in exs],
+    )
     _sync(model.device)
     latency = (time.perf_counter() - tic) / len(exs)
     return [make_record(ex, text, latency) for ex, text in zip(exs, generation.texts)]

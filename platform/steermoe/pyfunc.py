@@ -37,6 +37,8 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 from steermoe.data.audio import AudioError, load_audio
 from steermoe.data.tools import tool_instruction
 from steermoe.model.checkpoint import checkpoint_config
+from steermoe.model.core import Decoding
+from steermoe.model.tool_grammar import ToolCallGrammar
 from steermoe.serve.audio import decode_audio
 from steermoe.serve.errors import APIError
 from steermoe.serve.loading import load_model
@@ -114,30 +116,54 @@ def _wave(value, row: int, max_s: float):
         raise PredictError(f"{name}: {exc.message}") from None
 
 
+def _tools(row: dict[str, Any], index: int) -> list[dict[str, Any]] | None:
+    tools = row.get("tools")
+    if not tools:
+        return None
+    try:
+        parsed = json.loads(tools) if isinstance(tools, str) else tools
+    except json.JSONDecodeError as exc:
+        raise PredictError(f"row {index}: 'tools' is not JSON ({exc.msg})") from None
+    if not isinstance(parsed, list) or not all(isinstance(t, dict) for t in parsed):
+        raise PredictError(f"row {index}: 'tools' must be a JSON list of tool objects")
+    return parsed
+
+
 def _instruction(row: dict[str, Any], index: int, config) -> str:
     text = row.get("instruction") or ""
-    tools = row.get("tools")
+    tools = _tools(row, index)
     if tools:
         try:
-            parsed = json.loads(tools) if isinstance(tools, str) else tools
-        except json.JSONDecodeError as exc:
-            raise PredictError(f"row {index}: 'tools' is not JSON ({exc.msg})") from None
-        if not isinstance(parsed, list) or not all(isinstance(t, dict) for t in parsed):
-            raise PredictError(f"row {index}: 'tools' must be a JSON list of tool objects")
-        block = tool_instruction(parsed, compact=config.tool_prompt == "compact")
+            block = tool_instruction(tools, compact=config.tool_prompt == "compact")
+        except ValueError as exc:
+            raise PredictError(f"row {index}: 'tools': {exc}") from None
         text = f"{text}\n{block}" if text else block
     return text or config.default_instruction
+
+
+def _decoding(row: dict[str, Any], index: int) -> Decoding:
+    """Greedy; a row with tools: an answer that opens a call list is held to them (as Serve's
+    ``tool_choice: auto`` and evaluation do)."""
+    tools = _tools(row, index)
+    if not tools:
+        return Decoding()
+    try:
+        return Decoding(tool_calls=ToolCallGrammar(tools, mode="auto"))
+    except ValueError as exc:
+        raise PredictError(f"row {index}: 'tools': {exc}") from None
 
 
 def answer(model, config, rows: list[dict[str, Any]], *, max_new_tokens: int = 128) -> list[str]:
     """Greedy answers of ``rows`` (dicts with ``audio``, ``instruction``, ``tools``)."""
     waves = [_wave(r["audio"], i, model.max_audio_s) for i, r in enumerate(rows)]
     prompts = [_instruction(r, i, config) for i, r in enumerate(rows)]
+    decodings = [_decoding(r, i) for i, r in enumerate(rows)]
     texts: list[str] = []
     with torch.no_grad():
         for i in range(0, len(rows), BATCH):
             batch = model.collate(waves[i : i + BATCH], prompts[i : i + BATCH]).to(model.device)
-            texts += model.generate(batch, max_new_tokens=max_new_tokens).texts
+            part = decodings[i : i + BATCH]
+            texts += model.generate(batch, max_new_tokens=max_new_tokens, decoding=part).texts
     return texts
 
 

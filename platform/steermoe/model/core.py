@@ -20,6 +20,7 @@ from steermoe.model.encoder import WhisperEncoderWrapper
 from steermoe.model.projector import Projector
 from steermoe.model.prompt import PromptTemplate
 from steermoe.model.steering import SteeringMoE
+from steermoe.model.tool_grammar import ASCII, NON_ASCII, ToolCallGrammar
 
 IGNORE = -100
 # Silent mel frames kept after the longest clip: the conv stem looks 2 frames ahead.
@@ -84,6 +85,8 @@ class Decoding:
     seed: int | None = None
     # Decoding stops once the text contains one of these; the text is cut before it.
     stop: tuple[str, ...] = ()
+    # Holds the answer to a call list of these tools (see `tool_grammar`); None = free text.
+    tool_calls: ToolCallGrammar | None = None
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.temperature) or self.temperature < 0:
@@ -157,6 +160,7 @@ class SteerMoEModel(nn.Module):
         self.identity = identity
         # How fc prompts write tool lists (`model.tool_prompt`); set by build_model.
         self.tool_prompt = "full"
+        self._vocab: _Vocab | None = None  # token texts, built on the first grammar decode
         self.freeze_backbones()
 
     # ------------------------------------------------------------------ set-up helpers
@@ -420,7 +424,11 @@ class SteerMoEModel(nn.Module):
             ).logits[:, -1]  # B, V
             token = logits.float().argmax(-1)  # B
             for i in range(b):
-                if generators[i] is not None and not done[i]:  # one draw per emitted token
+                if done[i]:
+                    continue
+                if opts[i].tool_calls is not None:
+                    token[i] = self._allowed_token(logits[i], out[i], opts[i], generators[i])
+                elif generators[i] is not None:  # one draw per emitted token
                     token[i] = _sample(logits[i], opts[i], generators[i])
             finished_now = torch.isin(token, stops)
             emitted: list[int | None] = []
@@ -435,8 +443,10 @@ class SteerMoEModel(nn.Module):
                 if opts[i].stop:
                     text = self.tokenizer.decode(out[i], skip_special_tokens=True)
                     cut[i] = _cut_at_stop(text, opts[i].stop)
+                grammar = opts[i].tool_calls
                 if (
                     cut[i] is not None
+                    or (grammar is not None and grammar.closed(self._text(out[i])))
                     or (max_repeats and _trim_repeats(out[i], max_repeats))
                     or len(out[i]) >= budgets[i]
                 ):
@@ -456,6 +466,103 @@ class SteerMoEModel(nn.Module):
             for c, ids in zip(cut, out)
         ]
         return Generation(texts=texts, token_ids=out, finish_reasons=reasons)
+
+    # ------------------------------------------------------------ grammar decoding
+
+    def _text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _allowed_token(
+        self,
+        logits: torch.Tensor,
+        ids: list[int],
+        opts: Decoding,
+        generator: torch.Generator | None,
+    ) -> int:
+        """The next token of one example under its tool-call grammar: the argmax (or a draw)
+        over the tokens that keep the answer viable.
+
+        The likeliest candidates are tried first (usually the first one fits); after
+        ``_FREE_TRIES`` misses, tokens whose first character cannot follow are masked out in
+        one go. Removing only tokens that cannot fit keeps greedy decoding the exact argmax
+        over the allowed tokens and sampling an exact draw from their renormalized mass.
+        """
+        grammar = opts.tool_calls
+        assert grammar is not None
+        text = self._text(ids)
+
+        def pick(scores: torch.Tensor) -> int:
+            return int(scores.argmax()) if generator is None else _sample(scores, opts, generator)
+
+        # Free text (``auto`` mode), or token texts that joined differently: left free.
+        if (text and not grammar.constrains(text)) or not grammar.viable(text):
+            return pick(logits.float())
+        vocab = self._vocabulary(logits.shape[-1])
+        stops = set(self.template.stop_ids)
+        may_stop = grammar.may_stop(text)
+
+        def fits(tok: int) -> bool:
+            if tok in stops:
+                return may_stop
+            piece = vocab.texts[tok]
+            return bool(piece) and grammar.viable(text + piece)
+
+        scores = logits.float().clone()
+        misses = 0
+        while True:
+            if misses == _FREE_TRIES:
+                allowed = torch.zeros(len(_CLASSES) + 2, dtype=torch.bool)
+                for c in grammar.next_chars(text):
+                    allowed[_CLASSES.index(c)] = True
+                keep = allowed[vocab.first]
+                keep[list(stops)] = may_stop
+                scores[~keep.to(scores.device)] = float("-inf")
+            if not bool(torch.isfinite(scores).any()):
+                # Nothing fits: cannot happen with a byte-level vocabulary (each character the
+                # grammar allows is a token of its own); end the turn.
+                return self.template.stop_ids[0]
+            tok = pick(scores)
+            if fits(tok):
+                return tok
+            scores[tok] = float("-inf")
+            misses += 1
+
+    def _vocabulary(self, size: int) -> _Vocab:
+        if self._vocab is None or len(self._vocab.texts) != size:
+            n = len(self.tokenizer)
+            texts = self.tokenizer.batch_decode(
+                [[i] for i in range(min(n, size))], skip_special_tokens=True
+            )
+            texts += [""] * (size - len(texts))
+            first = [_char_class(t) for t in texts]
+            self._vocab = _Vocab(texts=texts, first=torch.tensor(first, dtype=torch.long))
+        return self._vocab
+
+
+# Misses of the likeliest candidates before the first-character mask is built.
+_FREE_TRIES = 8
+# First-character classes of a token: each ASCII character the grammar tries, then all
+# non-ASCII characters (``NON_ASCII``), then everything else (empty texts, other control
+# characters: never allowed).
+_CLASSES = ASCII + NON_ASCII
+
+
+def _char_class(text: str) -> int:
+    if not text:
+        return len(_CLASSES) + 1
+    ch = text[0]
+    if ord(ch) >= 128:
+        return len(_CLASSES) - 1
+    index = ASCII.find(ch)
+    return index if index >= 0 else len(_CLASSES) + 1
+
+
+@dataclass
+class _Vocab:
+    """Each token's text alone and the class of its first character (grammar decoding)."""
+
+    texts: list[str]
+    first: torch.Tensor  # V
 
 
 def _sample(logits: torch.Tensor, opts: Decoding, generator: torch.Generator) -> int:

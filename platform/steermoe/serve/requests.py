@@ -15,19 +15,22 @@ import binascii
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from steermoe.data.tools import tool_instruction
 from steermoe.model.core import Decoding
+from steermoe.model.tool_grammar import ToolCallGrammar
 from steermoe.serve.audio import FORMATS, decode_audio
 from steermoe.serve.engine import Job
 from steermoe.serve.errors import APIError, bad_request
 
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 MAX_TOOLS = 128
+# Most calls in one answer when parallel tool calls are allowed.
+MAX_CALLS = 8
 MAX_STOP = 4
 # Nesting deeper than this is refused before validation (it only serves to exhaust the stack).
 MAX_DEPTH = 32
@@ -344,9 +347,9 @@ def validate_tool_schema(tool: Tool, index: int) -> None:
 def select_tools(body: ChatBody) -> tuple[list[dict[str, Any]], str]:
     """Validated tools offered to the model under ``tool_choice``, and the choice's name.
 
-    ``none`` offers no tools (the answer is text); ``auto`` offers all; a named function offers
-    only that one. ``required`` is refused: the decode is not constrained to a tool call, so
-    the model cannot be made to call one.
+    ``none`` offers no tools (the answer is text); ``auto`` and ``required`` offer all; a named
+    function offers only that one. The decode is then held to the call grammar
+    (:func:`call_grammar`).
     """
     tools = body.tools or []
     names = [t.function.name for t in tools]
@@ -357,8 +360,9 @@ def select_tools(body: ChatBody) -> tuple[list[dict[str, Any]], str]:
         validate_tool_schema(tool, i)
         if tool.function.strict:
             raise bad_request(
-                f"tools[{i}].function.strict: true is not supported (tool-call arguments are "
-                "parsed from the model's text, not constrained to the schema)",
+                f"tools[{i}].function.strict: true is not supported (calls are held to the "
+                "offered names, the declared keys and the value types, not to every JSON "
+                "Schema keyword)",
                 param=f"tools[{i}].function.strict",
             )
     choice = body.tool_choice
@@ -366,12 +370,6 @@ def select_tools(body: ChatBody) -> tuple[list[dict[str, Any]], str]:
         choice = "auto" if tools else "none"
     if not tools and choice != "none":
         raise bad_request("tool_choice is set but no tools were given", param="tool_choice")
-    if choice == "required":
-        raise bad_request(
-            "tool_choice 'required' is not supported: this model cannot be forced to call a "
-            "tool; use 'auto' or name a function",
-            param="tool_choice",
-        )
     dumped = [t.model_dump(exclude_none=True) for t in tools]
     if choice == "none":
         return [], "none"
@@ -381,6 +379,19 @@ def select_tools(body: ChatBody) -> tuple[list[dict[str, Any]], str]:
             raise bad_request(f"tool_choice names unknown function {name!r}", param="tool_choice")
         return [dumped[names.index(name)]], name
     return dumped, choice
+
+
+def call_grammar(
+    tools: list[dict[str, Any]], choice: str, *, parallel: bool
+) -> ToolCallGrammar | None:
+    """The grammar a chat answer is decoded under: none without tools; under ``auto`` the
+    answer is free text or, once it begins with ``[``, calls to the offered tools; under
+    ``required`` or a named function it is a list of at least one call. ``parallel`` false
+    (``parallel_tool_calls``) allows one call."""
+    if not tools:
+        return None
+    mode = "auto" if choice == "auto" else "required"
+    return ToolCallGrammar(tools, mode=mode, max_calls=MAX_CALLS if parallel else 1)
 
 
 def refuse_unsupported(body: ChatBody) -> None:
@@ -528,8 +539,11 @@ def parse_chat(
         raise bad_request("only n=1 is supported", param="n")
     refuse_unsupported(body)
     budget = token_budget(body, max_tokens)
-    decoding = chat_decoding(body)
     tools, choice = select_tools(body)
+    parallel = body.parallel_tool_calls is not False
+    decoding = replace(
+        chat_decoding(body), tool_calls=call_grammar(tools, choice, parallel=parallel)
+    )
     users = [i for i, m in enumerate(body.messages) if m.role == "user"]
     if not users:
         raise bad_request("messages: needs a user message with an input_audio part", "messages")
@@ -564,7 +578,7 @@ def parse_chat(
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         json_object=body.response_format is not None and body.response_format.type == "json_object",
-        parallel_tool_calls=body.parallel_tool_calls is not False,
+        parallel_tool_calls=parallel,
     )
 
 

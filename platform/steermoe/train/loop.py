@@ -25,6 +25,7 @@ from steermoe.data.batches import (
     Loaded,
     TrainStream,
     build_stream,
+    decoding,
     load_batch,
     load_split,
     prepare_ctc,
@@ -257,7 +258,11 @@ def validate_quick(
         norms = audio.float().norm(dim=-1)[mask]
         norm_sum += float(norms.sum())
         norm_count += int(norms.numel())
-        gen = model.generate(batch, max_new_tokens=config.eval.max_new_tokens)
+        gen = model.generate(
+            batch,
+            max_new_tokens=config.eval.max_new_tokens,
+            decoding=[decoding(ex, config.eval.tool_grammar) for ex in loaded.examples],
+        )
         rows += list(zip(loaded.examples, gen.texts))
     (val_loss,) = distributed.all_mean([loss_sum / max(tokens, 1)], tokens)
     (gain,) = distributed.all_mean([swapped_sum / max(swapped_tokens, 1)], swapped_tokens)
