@@ -37,6 +37,9 @@ CLIENTS = 4
 REQUEST_TIMEOUT_S = 20  # per request (and per read of a stream): longer is a hang
 LOAD_AFTER_KILL_S = 3.0
 RECOVERY_LIMIT_S = 150  # a replacement replica imports torch and loads the model first
+# serve.replica_wait_s in these tests: a request no replica takes in this time gets a 503.
+WAIT_S = 0.3
+LIVE_WAIT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class _Handle:
     def remote(self, *args):
         self.calls += 1
         outcome = self.outcomes.pop(0)
-        if isinstance(outcome, _Stream):
+        if isinstance(outcome, _Stream | _Unassigned):
             return outcome
 
         async def answer():
@@ -177,18 +180,38 @@ def _ingress(handle: _Handle):
     lost: list[str] = []
 
     class Ingress:
-        _call, _open_stream, _stream, _lost = (
+        _call, _open_stream, _stream, _lost, _taken = (
             server._call,
             server._open_stream,
             server._stream,
             server._lost,
+            server._taken,
         )
 
         def __init__(self) -> None:
             self.decoder = self.streams = handle
             self.stats = type("Stats", (), {"replica_lost": staticmethod(lost.append)})()
+            self.args = type("Args", (), {"replica_wait_s": WAIT_S})()
 
     return Ingress(), lost
+
+
+class _Unassigned:
+    """A fake handle call that no replica ever takes (Serve's router holds it)."""
+
+    by_reference = True
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    async def _to_object_ref(self):
+        await asyncio.sleep(3600)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __await__(self):
+        raise AssertionError("awaited a call no replica took")
 
 
 def _result(text: str = "hello"):
@@ -221,6 +244,22 @@ def test_a_call_whose_replica_is_lost_is_retried_once_then_503():
     with pytest.raises(ValueError):
         asyncio.run(ingress._call("generate", None))
     assert handle.calls == 1 and lost == []
+
+
+def test_a_call_no_replica_takes_is_cancelled_and_answered_503_after_the_wait():
+    from steermoe.serve.errors import APIError
+
+    waiting = _Unassigned()
+    ingress, lost = _ingress(_Handle(waiting))
+    tic = time.monotonic()
+    with pytest.raises(APIError) as info:
+        asyncio.run(ingress._call("generate", None))
+    waited = time.monotonic() - tic
+    err = info.value
+    assert (err.status, err.code) == (503, "replica_unavailable")
+    assert f"within {WAIT_S:g} s" in err.message and err.headers() == {"Retry-After": "2"}
+    assert waiting.cancelled and lost == ["not_taken"]
+    assert WAIT_S <= waited < WAIT_S + 1.0, waited
 
 
 def test_a_stream_is_retried_until_its_first_item_then_cut_with_an_error_event():
@@ -276,6 +315,7 @@ def test_losing_a_model_replica_under_load(tmp_path):
         cpus_per_replica=0.5,
         max_tokens=8,
         batch_wait_timeout_s=0.02,
+        replica_wait_s=LIVE_WAIT_S,
     )
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -332,6 +372,12 @@ def test_losing_a_model_replica_under_load(tmp_path):
         # The service with its replacement: both kinds of request still answer.
         outcomes += [send(url, kind, clip) for kind in ("asr", "stream") * CLIENTS]
         health = requests.get(f"{url}/health", timeout=REQUEST_TIMEOUT_S).json()
+        # Every model replica lost at once: no replica can take a request until Serve has
+        # started new ones, so requests get a 503 after serve.replica_wait_s, not a hang.
+        for pid in replica_pids():
+            os.kill(pid, signal.SIGKILL)
+        orphaned = [send(url, kind, clip) for kind in ("asr", "stream")]
+        answered = time.monotonic()
     finally:
         stop.set()
         serve.shutdown()
@@ -355,3 +401,11 @@ def test_losing_a_model_replica_under_load(tmp_path):
     assert all(o.complete for o in outcomes), "a stream ended without [DONE]"
     assert degraded[200] > 0, degraded
     assert replacement is not None, f"no replacement replica within {RECOVERY_LIMIT_S} s"
+    print(
+        "every replica lost: "
+        + ", ".join(f"{o.kind} {o.status} after {answered - o.sent:.1f} s" for o in orphaned)
+    )
+    assert [o.status for o in orphaned] == [503, 503], orphaned
+    assert all(o.retry_after for o in orphaned)
+    # At most one retry (a call routed to a dead replica), each bounded by the wait.
+    assert answered - orphaned[0].sent < 2 * (2 * LIVE_WAIT_S + 2.0), orphaned

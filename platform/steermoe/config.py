@@ -512,6 +512,9 @@ class ServeConfig(_Strict):
     # HTTP ingress replicas in front of the model replicas (they validate requests and decode
     # audio; no model, no CPU or GPU reserved).
     ingress_replicas: int = Field(default=1, ge=1)
+    # Longest a request waits for a model replica to take it (every replica lost and none
+    # back yet, or every replica's queue full); then 503 `replica_unavailable`, Retry-After.
+    replica_wait_s: float = Field(default=30.0, gt=0)
     # CPUs reserved by each replica.
     cpus_per_replica: float = Field(default=1.0, gt=0)
     # GPUs reserved by each replica (fractions share a GPU).

@@ -14,14 +14,17 @@ answered with a generic 500 (no traceback leaves the server). A model replica lo
 held a request (process killed, out of memory, node gone) is no fault of the request: the
 ingress retries it once on another replica (decoding has no side effects), else answers 503
 ``replica_unavailable`` with ``Retry-After``; Serve starts a replacement replica meanwhile. A
-streamed request is retried likewise until its first event; once its 200 is sent, a replica
-lost mid-stream ends the stream with an ``error`` event and ``data: [DONE]``. (Losing an
-ingress replica itself fails the requests it held with Serve's own 500.) Prometheus metrics:
+request no model replica takes within ``serve.replica_wait_s`` (every one lost and none back
+yet, or every queue full) gets the same 503 instead of waiting on. A streamed request is
+retried likewise until its first event; once its 200 is sent, a replica lost mid-stream ends
+the stream with an ``error`` event and ``data: [DONE]``. (Losing an ingress replica itself
+fails the requests it held with Serve's own 500.) Prometheus metrics:
 Ray's own Serve metrics plus ``ray_steermoe_*`` on each node's Ray metrics port.
 """
 
 # No `from __future__ import annotations` here: FastAPI resolves route annotations through
 # Serve's ingress wrapper, whose globals are not this module's.
+import asyncio
 import logging
 import os
 import time
@@ -117,8 +120,10 @@ class SteerMoEServer:
         """``decoder.<method>(*args)``; a call whose replica was lost is retried on another
         replica, ``RETRIES`` times, then answered 503 with ``Retry-After``."""
         for attempt in range(RETRIES + 1):
+            response = getattr(self.decoder, method).remote(*args)
             try:
-                return await getattr(self.decoder, method).remote(*args)
+                await self._taken(response)
+                return await response
             except Exception as exc:
                 if not replica_lost(exc):
                     raise
@@ -133,6 +138,7 @@ class SteerMoEServer:
         for attempt in range(RETRIES + 1):
             stream = self.streams.stream.remote(job, pieces)
             try:
+                await self._taken(stream)
                 return await stream.__anext__(), stream
             except Exception as exc:
                 stream.cancel()
@@ -143,6 +149,29 @@ class SteerMoEServer:
                 stream.cancel()
                 raise
         raise unavailable(RETRY_AFTER_S)
+
+    async def _taken(self, response: Any) -> None:
+        """Wait until a model replica has taken ``response`` (a handle call), at most
+        ``serve.replica_wait_s``; past that, cancel it and answer 503.
+
+        Serve's router otherwise holds a call until some replica can take it, however long
+        that is (a replacement that cannot be placed never comes). Calls over Serve's gRPC
+        transport (its throughput-optimized mode) have no object reference to wait on and
+        are not bounded.
+        """
+        if not getattr(response, "by_reference", False):
+            return
+        if isinstance(response, DeploymentResponseGenerator):
+            assigned = response._to_object_ref_gen()
+        else:
+            assigned = response._to_object_ref()
+        try:
+            await asyncio.wait_for(assigned, self.args.replica_wait_s)
+        except TimeoutError:
+            response.cancel()
+            logger.warning("no model replica took a request in %g s", self.args.replica_wait_s)
+            self.stats.replica_lost("not_taken")
+            raise unavailable(RETRY_AFTER_S, waited_s=self.args.replica_wait_s) from None
 
     def _lost(self, method: str, exc: BaseException, *, retried: bool) -> None:
         outcome = "retried" if retried else "unavailable"

@@ -78,11 +78,17 @@ def server_error() -> APIError:
     return APIError(500, "The server had an error processing your request.", type=SERVER)
 
 
-def unavailable(retry_after_s: int) -> APIError:
-    """The 503 answer when no model replica could finish the request (one was lost)."""
+def unavailable(retry_after_s: int, waited_s: float | None = None) -> APIError:
+    """The 503 answer when no model replica could finish the request: the one serving it was
+    lost, or (``waited_s``) none took it within that many seconds."""
+    message = (
+        "The model replica serving this request was lost; please retry."
+        if waited_s is None
+        else f"No model replica could take this request within {waited_s:g} s; please retry."
+    )
     return APIError(
         503,
-        "The model replica serving this request was lost; please retry.",
+        message,
         type=SERVER,
         code="replica_unavailable",
         retry_after_s=retry_after_s,

@@ -13,7 +13,8 @@ BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
 
 class Stats:
     """Counts requests by route and status, request latency, batch sizes and requests whose
-    model replica was lost (by outcome: ``retried``, ``unavailable``, ``stream_cut``).
+    model replica was lost (by outcome: ``retried``, ``unavailable``, ``stream_cut``, and
+    ``not_taken`` for a request no replica took within ``serve.replica_wait_s``).
 
     Exported as ``ray_steermoe_requests_total`` (tags ``route``, ``status``),
     ``ray_steermoe_replica_lost_total`` (tag ``outcome``), ``ray_steermoe_request_latency_s``
