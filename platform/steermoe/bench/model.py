@@ -1,6 +1,7 @@
 """Model-core benchmarks of ``python -m jobs.bench_model``: each figure a ratio of two sides
 measured alternately in one run (steering overhead, real-length vs padded encoding, batched vs
-per-example generation) plus the trainable-parameter arithmetic.
+per-example generation, decoding held to the tool-call grammar vs free) plus the
+trainable-parameter arithmetic.
 """
 
 from __future__ import annotations
@@ -108,6 +109,73 @@ def batched_vs_loop(
     return comparison, tokens
 
 
+# Two tools as the synthetic fc suite offers them: a free string, an enum, numbers.
+BENCH_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "location": {"type": "string"},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                },
+                "required": ["location"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "set_timer",
+            "parameters": {
+                "type": "object",
+                "properties": {"minutes": {"type": "integer"}, "label": {"type": "string"}},
+                "required": ["minutes"],
+            },
+        },
+    },
+]
+
+
+def grammar_vs_free(
+    model, waves: list, *, max_new_tokens: int, repeats: int, warmup: int = 1
+) -> tuple[Comparison, dict[str, int]]:
+    """(e) Greedy decoding held to the tool-call grammar vs free, batch of tool prompts.
+
+    Both sides decode the same batch with the compact tool instruction; the stop tokens are
+    suppressed on the free side only (the held side ends where its call list closes). The
+    figure is the time per decode step (one forward of the batch plus the token choice), so
+    the two sides compare although they decode different lengths. The warm-up call builds
+    the vocabulary's token texts the grammar reads (once per model).
+
+    Returns:
+        the comparison (sides ``held``, ``free``) and the decode steps of each side's last call.
+    """
+    from steermoe.data.tools import tool_instruction
+    from steermoe.model.core import Decoding
+    from steermoe.model.tool_grammar import ToolCallGrammar
+
+    prompt = tool_instruction(BENCH_TOOLS, compact=True)
+    batch = model.collate(waves, [prompt] * len(waves)).to(model.device)
+    held_opts = Decoding(tool_calls=ToolCallGrammar(BENCH_TOOLS, mode="list"))
+    steps = {"held": 0, "free": 0}
+
+    def held() -> None:
+        gen = model.generate(batch, max_new_tokens=max_new_tokens, decoding=held_opts)
+        steps["held"] = max(len(ids) for ids in gen.token_ids)
+
+    def free() -> None:
+        with suppress_tokens(model, model.template.stop_ids):
+            gen = model.generate(batch, max_new_tokens=max_new_tokens, max_repeats=0)
+        steps["free"] = max(len(ids) for ids in gen.token_ids)
+
+    sides = {"held": held, "free": free}
+    comparison = interleave(sides, repeats=repeats, warmup=warmup, device=model.device)
+    return comparison, steps
+
+
 def param_counts(
     *, dim: int, layers: int, llm_dim: int, experts: tuple[int, ...] = (2, 4, 8)
 ) -> list[dict[str, int]]:
@@ -205,6 +273,19 @@ def run(
     )
     print(f"    batched {c.describe('batched', per='batch')}")
     print(f"    loop    {c.describe('loop', per='batch')}")
+
+    e, steps = grammar_vs_free(
+        model, waves, max_new_tokens=max(max_new_tokens, 48), repeats=max(2, (r + 1) // 2)
+    )
+    held_ms = 1000 * e.median("held") / max(steps["held"], 1)
+    free_ms = 1000 * e.median("free") / max(steps["free"], 1)
+    print(
+        f"\n(e) decode step held to the tool-call grammar / free: {held_ms / free_ms:.2f}x "
+        f"({held_ms:.1f} vs {free_ms:.1f} ms per step of the batch of {batch_size}; "
+        f"{steps['held']} vs {steps['free']} steps)"
+    )
+    print(f"    held {e.describe('held', per='batch')}")
+    print(f"    free {e.describe('free', per='batch')}")
 
     print("\n(d) trainable parameters (router D*L*N + L*N, vectors L*N*D, scales L, D*H + H)")
     enc = model.encoder
