@@ -5,7 +5,8 @@ stock encoder padded to 30 s, 5 s clips (target >= 3x faster); (c) batched greed
 (batch 8) vs a per-example loop, tokens/s with the stop tokens suppressed so that every
 example decodes exactly ``--max-new-tokens`` (target >= 3x); (d) trainable parameter counts
 for Whisper base + SmolLM2-135M and for Whisper-large-v3 + Qwen2.5-7B shapes, N = 2, 4, 8;
-(e) time per decode step held to the tool-call grammar vs free, a batch of tool prompts.
+(e) greedy decoding held to the tool-call grammar vs free, a batch of tool prompts, the same
+number of decode steps on both sides.
 
 CPU, Whisper base + SmolLM2-135M (about two minutes on 2 cores)::
 

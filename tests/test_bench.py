@@ -75,7 +75,7 @@ def test_model_benchmarks_give_finite_positive_figures(tiny_model):
     assert tokens == {"batched": 6, "loop": 6}  # stop tokens suppressed: exactly 3 each
     e, steps = bench_model.grammar_vs_free(tiny_model, waves, max_new_tokens=4, repeats=1)
     assert positive([e.ratio("held", "free")])
-    assert steps["free"] == 4 and 1 <= steps["held"] <= 4
+    assert 1 <= steps <= 4
     built = bench_model.param_counts(dim=64, layers=2, llm_dim=64, experts=(4,))[0]
     norm = tiny_model.trainable.projector.norm  # the platform's addition, not in the formula
     gains = sum(p.numel() for p in norm.parameters()) if norm is not None else 0

@@ -141,17 +141,17 @@ BENCH_TOOLS = [
 
 def grammar_vs_free(
     model, waves: list, *, max_new_tokens: int, repeats: int, warmup: int = 1
-) -> tuple[Comparison, dict[str, int]]:
+) -> tuple[Comparison, int]:
     """(e) Greedy decoding held to the tool-call grammar vs free, batch of tool prompts.
 
-    Both sides decode the same batch with the compact tool instruction; the stop tokens are
-    suppressed on the free side only (the held side ends where its call list closes). The
-    figure is the time per decode step (one forward of the batch plus the token choice), so
-    the two sides compare although they decode different lengths. The warm-up call builds
-    the vocabulary's token texts the grammar reads (once per model).
+    Both sides decode the same batch with the compact tool instruction for the same number
+    of steps: the held side runs first (its call lists close after N steps, the vocabulary's
+    token texts are built then), and the free side then decodes exactly N tokens (stop tokens
+    suppressed). So the ratio is the grammar's cost over the same encoder pass, prefill and
+    decode steps.
 
     Returns:
-        the comparison (sides ``held``, ``free``) and the decode steps of each side's last call.
+        the comparison (sides ``held``, ``free``) and N.
     """
     from steermoe.data.tools import tool_instruction
     from steermoe.model.core import Decoding
@@ -160,16 +160,15 @@ def grammar_vs_free(
     prompt = tool_instruction(BENCH_TOOLS, compact=True)
     batch = model.collate(waves, [prompt] * len(waves)).to(model.device)
     held_opts = Decoding(tool_calls=ToolCallGrammar(BENCH_TOOLS, mode="list"))
-    steps = {"held": 0, "free": 0}
+    gen = model.generate(batch, max_new_tokens=max_new_tokens, decoding=held_opts)
+    steps = max(len(ids) for ids in gen.token_ids)
 
     def held() -> None:
-        gen = model.generate(batch, max_new_tokens=max_new_tokens, decoding=held_opts)
-        steps["held"] = max(len(ids) for ids in gen.token_ids)
+        model.generate(batch, max_new_tokens=max_new_tokens, decoding=held_opts)
 
     def free() -> None:
         with suppress_tokens(model, model.template.stop_ids):
-            gen = model.generate(batch, max_new_tokens=max_new_tokens, max_repeats=0)
-        steps["free"] = max(len(ids) for ids in gen.token_ids)
+            model.generate(batch, max_new_tokens=steps, max_repeats=0)
 
     sides = {"held": held, "free": free}
     comparison = interleave(sides, repeats=repeats, warmup=warmup, device=model.device)
@@ -277,12 +276,10 @@ def run(
     e, steps = grammar_vs_free(
         model, waves, max_new_tokens=max(max_new_tokens, 48), repeats=max(2, (r + 1) // 2)
     )
-    held_ms = 1000 * e.median("held") / max(steps["held"], 1)
-    free_ms = 1000 * e.median("free") / max(steps["free"], 1)
     print(
-        f"\n(e) decode step held to the tool-call grammar / free: {held_ms / free_ms:.2f}x "
-        f"({held_ms:.1f} vs {free_ms:.1f} ms per step of the batch of {batch_size}; "
-        f"{steps['held']} vs {steps['free']} steps)"
+        f"\n(e) greedy decoding held to the tool-call grammar / free: {e.ratio('held', 'free'):.3f}"
+        f" (batch {batch_size}, the same {steps} decode steps each; ratio of minima "
+        f"{e.min_ratio('held', 'free'):.3f})"
     )
     print(f"    held {e.describe('held', per='batch')}")
     print(f"    free {e.describe('free', per='batch')}")
