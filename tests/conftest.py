@@ -32,3 +32,17 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def loud_tiny_model(tmp_path_factory):
+    """The tiny random backbones in eval mode, with the projector scaled up so that the clips
+    are a real signal to the LLM (different clips, different answers)."""
+    from steermoe.config import ModelConfig
+    from steermoe.model import build_model
+
+    config = ModelConfig(encoder="tiny-random-whisper", llm="tiny-random-llm")
+    model = build_model(config, cache_dir=tmp_path_factory.mktemp("cache"))
+    with torch.no_grad():
+        model.trainable.projector.net.weight.mul_(50)
+    return model.eval()

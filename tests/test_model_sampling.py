@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from steermoe.config import ModelConfig
-from steermoe.model import build_model
 from steermoe.model.core import Decoding, _sample
 
 
@@ -58,12 +56,8 @@ def test_decoding_refuses_out_of_range_values():
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    config = ModelConfig(encoder="tiny-random-whisper", llm="tiny-random-llm")
-    model = build_model(config, cache_dir=tmp_path_factory.mktemp("cache"))
-    with torch.no_grad():  # a real signal from the clips, so examples differ
-        model.trainable.projector.net.weight.mul_(50)
-    return model.eval()
+def model(loud_tiny_model):
+    return loud_tiny_model
 
 
 def clips(*seconds):

@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from evaluators import function_calling as fc_eval
-from steermoe.config import ModelConfig
 from steermoe.data.tools import calls_to_text
-from steermoe.model import build_model
 from steermoe.model.core import Decoding
 from steermoe.model.tool_grammar import ToolCallGrammar
 
@@ -180,12 +178,8 @@ def test_bad_grammars_are_refused():
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    config = ModelConfig(encoder="tiny-random-whisper", llm="tiny-random-llm")
-    model = build_model(config, cache_dir=tmp_path_factory.mktemp("cache"))
-    with torch.no_grad():  # a real signal from the clips, so examples differ
-        model.trainable.projector.net.weight.mul_(50)
-    return model.eval()
+def model(loud_tiny_model):
+    return loud_tiny_model
 
 
 def clips(n: int) -> list[np.ndarray]:

@@ -37,8 +37,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 from steermoe.data.audio import AudioError, load_audio
 from steermoe.data.tools import tool_instruction
 from steermoe.model.checkpoint import checkpoint_config
-from steermoe.model.core import Decoding
-from steermoe.model.tool_grammar import ToolCallGrammar
+from steermoe.model.core import Decoding, tool_decoding
 from steermoe.serve.audio import decode_audio
 from steermoe.serve.errors import APIError
 from steermoe.serve.loading import load_model
@@ -129,9 +128,8 @@ def _tools(row: dict[str, Any], index: int) -> list[dict[str, Any]] | None:
     return parsed
 
 
-def _instruction(row: dict[str, Any], index: int, config) -> str:
+def _instruction(row: dict[str, Any], index: int, tools: list | None, config) -> str:
     text = row.get("instruction") or ""
-    tools = _tools(row, index)
     if tools:
         try:
             block = tool_instruction(tools, compact=config.tool_prompt == "compact")
@@ -141,14 +139,10 @@ def _instruction(row: dict[str, Any], index: int, config) -> str:
     return text or config.default_instruction
 
 
-def _decoding(row: dict[str, Any], index: int) -> Decoding:
-    """Greedy; a row with tools: an answer that opens a call list is held to them (as Serve's
-    ``tool_choice: auto`` and evaluation do)."""
-    tools = _tools(row, index)
-    if not tools:
-        return Decoding()
+def _decoding(index: int, tools: list | None) -> Decoding:
+    """As Serve's ``tool_choice: auto`` and evaluation decode (:func:`tool_decoding`)."""
     try:
-        return Decoding(tool_calls=ToolCallGrammar(tools, mode="auto"))
+        return tool_decoding(tools)
     except ValueError as exc:
         raise PredictError(f"row {index}: 'tools': {exc}") from None
 
@@ -156,8 +150,9 @@ def _decoding(row: dict[str, Any], index: int) -> Decoding:
 def answer(model, config, rows: list[dict[str, Any]], *, max_new_tokens: int = 128) -> list[str]:
     """Greedy answers of ``rows`` (dicts with ``audio``, ``instruction``, ``tools``)."""
     waves = [_wave(r["audio"], i, model.max_audio_s) for i, r in enumerate(rows)]
-    prompts = [_instruction(r, i, config) for i, r in enumerate(rows)]
-    decodings = [_decoding(r, i) for i, r in enumerate(rows)]
+    tools = [_tools(r, i) for i, r in enumerate(rows)]
+    prompts = [_instruction(r, i, t, config) for i, (r, t) in enumerate(zip(rows, tools))]
+    decodings = [_decoding(i, t) for i, t in enumerate(tools)]
     texts: list[str] = []
     with torch.no_grad():
         for i in range(0, len(rows), BATCH):

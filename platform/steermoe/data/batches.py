@@ -309,16 +309,11 @@ def instruction(ex: Example, default: str, tool_prompt: str = "full") -> str:
 
 
 def decoding(ex: Example, tool_grammar: bool):
-    """How ``ex`` is decoded: greedy; when it offers tools and ``tool_grammar``
-    (``eval.tool_grammar``) is on, an answer that opens a call list is held to their grammar,
-    as Serve holds ``tool_choice: auto`` (an answer in words stays free: no call)."""
-    from steermoe.model.core import Decoding  # torch: not needed to read manifests
+    """How ``ex`` is decoded: :func:`~steermoe.model.core.tool_decoding` of its tools, or
+    plain greedy when ``tool_grammar`` (``eval.tool_grammar``) is off."""
+    from steermoe.model.core import tool_decoding  # torch: not needed to read manifests
 
-    if not (tool_grammar and ex.tools):
-        return Decoding()
-    from steermoe.model.tool_grammar import ToolCallGrammar
-
-    return Decoding(tool_calls=ToolCallGrammar(ex.tools, mode="auto"))
+    return tool_decoding(ex.tools if tool_grammar else None)
 
 
 def teacher_forced_batch(model, loaded: Loaded, default_instruction: str, device):

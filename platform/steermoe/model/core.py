@@ -440,13 +440,13 @@ class SteerMoEModel(nn.Module):
                     continue
                 out[i].append(int(token[i]))
                 emitted.append(int(token[i]))
-                if opts[i].stop:
-                    text = self.tokenizer.decode(out[i], skip_special_tokens=True)
-                    cut[i] = _cut_at_stop(text, opts[i].stop)
                 grammar = opts[i].tool_calls
+                text = self._text(out[i]) if opts[i].stop or grammar is not None else ""
+                if opts[i].stop:
+                    cut[i] = _cut_at_stop(text, opts[i].stop)
                 if (
                     cut[i] is not None
-                    or (grammar is not None and grammar.closed(self._text(out[i])))
+                    or (grammar is not None and grammar.closed(text))
                     or (max_repeats and _trim_repeats(out[i], max_repeats))
                     or len(out[i]) >= budgets[i]
                 ):
@@ -461,15 +461,13 @@ class SteerMoEModel(nn.Module):
             inputs = self._embed(token)[:, None, :]  # B -> B, 1, H
             attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype, device=attn.device)], 1)
             positions = positions[:, -1:] + 1
-        texts = [
-            (c if c is not None else self.tokenizer.decode(ids, skip_special_tokens=True)).strip()
-            for c, ids in zip(cut, out)
-        ]
+        texts = [(c if c is not None else self._text(ids)).strip() for c, ids in zip(cut, out)]
         return Generation(texts=texts, token_ids=out, finish_reasons=reasons)
 
     # ------------------------------------------------------------ grammar decoding
 
     def _text(self, ids: list[int]) -> str:
+        """The text of generated token ids (special tokens dropped)."""
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _allowed_token(
@@ -563,6 +561,18 @@ class _Vocab:
 
     texts: list[str]
     first: torch.Tensor  # V
+
+
+def tool_decoding(tools: Sequence[dict] | None) -> Decoding:
+    """Greedy; with ``tools``, an answer that opens a call list (``[``) is held to their
+    grammar, as Serve holds ``tool_choice: auto`` (an answer in words stays free: no call).
+
+    Raises:
+        ValueError: a tool without a name, or two with the same name.
+    """
+    if not tools:
+        return Decoding()
+    return Decoding(tool_calls=ToolCallGrammar(tools, mode="auto"))
 
 
 def _sample(logits: torch.Tensor, opts: Decoding, generator: torch.Generator) -> int:
