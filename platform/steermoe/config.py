@@ -152,6 +152,37 @@ class ModelConfig(_Strict):
 # ------------------------------------------------------------------------------ data
 
 
+class AugmentConfig(_Strict):
+    """Training-time augmentation (data.augment): each batch redraws, per clip, a speed
+    factor, a level change and background noise. Off by default (the paper's recipe);
+    validation and evaluation never augment."""
+
+    # Speed perturbation range [low, high] (tempo and pitch together); null = off.
+    speed: tuple[float, float] | None = None
+    # Level change range in dB [low, high]; null = off.
+    gain_db: tuple[float, float] | None = None
+    # Share of clips given white or brown-ish background noise (0 = off).
+    noise_prob: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Signal-to-noise ratio range of that noise in dB [low, high].
+    snr_db: tuple[float, float] = (10.0, 30.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> AugmentConfig:
+        for key in ("speed", "gain_db", "snr_db"):
+            span = getattr(self, key)
+            if span is not None and span[0] > span[1]:
+                raise _bad(key, f"low {span[0]} is above high {span[1]}")
+        if self.speed is not None and not (self.speed[0] >= 0.5 and self.speed[1] <= 2.0):
+            raise _bad("speed", f"must lie within [0.5, 2.0], got {list(self.speed)}")
+        if self.gain_db is not None and max(abs(g) for g in self.gain_db) > 40:
+            raise _bad("gain_db", f"must lie within [-40, 40] dB, got {list(self.gain_db)}")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.speed is not None or self.gain_db is not None or self.noise_prob > 0
+
+
 class DataConfig(_Strict):
     """Where examples come from and how bad audio is treated."""
 
@@ -174,6 +205,8 @@ class DataConfig(_Strict):
     max_train_examples: int | None = Field(default=None, ge=1)
     # Examples in the validation slice for the quick metric.
     max_validation_examples: int = Field(default=64, ge=1)
+    # Training-time augmentation (speed, level, noise); off by default.
+    augment: AugmentConfig = AugmentConfig()
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

@@ -12,6 +12,7 @@ import numpy as np
 from steermoe import env
 from steermoe.config import Config, CurriculumStage, DataConfig
 from steermoe.data.audio import AudioError, load_audio
+from steermoe.data.augment import augment_batch
 from steermoe.data.examples import Example
 from steermoe.data.sampler import LengthBucketSampler
 from steermoe.data.sources import DataError, load_examples
@@ -110,8 +111,10 @@ class TrainStream:
 
     Each stage gets its own :class:`LengthBucketSampler` over the examples it admits (its
     tasks and clip length); batches are bucketed by ``lengths`` (estimated sequence tokens
-    when given, else seconds) and, with ``task_batches``, never mix tasks. The position
-    (stage, batches consumed, sampler epoch and index) is in :meth:`state_dict`.
+    when given, else seconds) and, with ``task_batches``, never mix tasks. With
+    ``data.augment`` each batch's clips are redrawn from the batch number (see
+    :mod:`steermoe.data.augment`). The position (stage, batches consumed, sampler epoch and
+    index) is in :meth:`state_dict`.
     """
 
     def __init__(
@@ -203,6 +206,15 @@ class TrainStream:
             loaded = load_batch([self.examples[members[i]] for i in indices], self.data)
             self.skipped += len(loaded.skipped)
             if loaded.examples:
+                if self.data.augment.enabled:
+                    loaded.audios = augment_batch(
+                        loaded.audios,
+                        self.data.augment,
+                        seed=self._sampler_args["seed"],
+                        rank=self._sampler_args["rank"],
+                        batch=self.batches_done,
+                        max_s=self.data.max_audio_s,
+                    )
                 self.batches_done += 1
                 yield loaded
 

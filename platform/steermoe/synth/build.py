@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from steermoe.data.audio import SAMPLE_RATE, is_valid_wav, write_wav
+from steermoe.data.augment import add_noise
 from steermoe.data.examples import Example, write_manifest
 from steermoe.data.heldout import ASR_INSTRUCTION
 from steermoe.data.tools import calls_to_text, tool_instruction
@@ -388,14 +389,7 @@ def _finish(audio: np.ndarray, job: Job, rng: np.random.Generator) -> np.ndarray
         lead = int(rng.integers(0, n_min - len(audio) + 1))
         audio = np.concatenate([np.zeros(lead), audio, np.zeros(n_min - len(audio) - lead)])
     if job.snr_db is not None:
-        noise = rng.standard_normal(len(audio))
-        if rng.random() < 0.5:  # brown-ish noise: integrate, remove drift
-            noise = np.cumsum(noise)
-            noise -= np.convolve(noise, np.ones(401) / 401, mode="same")
-        signal_power = np.mean(audio**2)
-        noise *= math.sqrt(signal_power / (np.mean(noise**2) + 1e-12) / 10 ** (job.snr_db / 10))
-        audio = audio + noise
-        audio *= min(1.0, 0.99 / np.abs(audio).max())
+        audio = add_noise(audio, job.snr_db, rng)
     return audio.astype(np.float32)
 
 
