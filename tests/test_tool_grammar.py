@@ -162,6 +162,35 @@ def test_modes_and_call_limits():
     )
 
 
+@pytest.mark.parametrize("spaced", [False, True], ids=["canonical", "json.dumps"])
+def test_any_cut_call_list_completes_into_a_whole_one_that_keeps_what_was_written(spaced):
+    grammar = ToolCallGrammar(TOOLS)
+    for calls in GOOD:
+        text = json.dumps(calls, ensure_ascii=False) if spaced else calls_to_text(calls)
+        for end in range(1, len(text), 4):
+            tail = grammar.completion(text[:end])
+            assert tail is not None, text[:end]
+            assert grammar.closed(text[:end] + tail), text[:end] + tail
+            assert isinstance(json.loads(text[:end] + tail), list)
+        assert grammar.completion(text) is None  # already whole
+
+
+def test_completion_adds_required_arguments_only_and_refuses_what_it_cannot_close():
+    grammar = ToolCallGrammar(TOOLS, mode="required")
+    tail = grammar.completion('[{"name":"control_lights","arguments":{"room":"hall way ')
+    assert json.loads('[{"name":"control_lights","arguments":{"room":"hall way ' + tail) == [
+        {"name": "control_lights", "arguments": {"room": "hall way ", "state": "off"}}
+    ]
+    assert json.loads("[" + grammar.completion("[")) == [
+        {"name": "control_lights", "arguments": {"room": "", "state": "off"}}
+    ]
+    assert ToolCallGrammar(TOOLS).completion("[") == "]"
+    auto = ToolCallGrammar(TOOLS, mode="auto")
+    assert auto.completion("Sure, done.") is None  # free text is not held
+    assert auto.completion('[{"name":"turn_on"') is None  # left the grammar
+    assert auto.completion("") is None
+
+
 def test_bad_grammars_are_refused():
     for kwargs, match in [
         ({"tools": []}, "at least one tool"),
@@ -274,3 +303,15 @@ def test_held_answers_close_into_calls_the_evaluator_accepts(model):
         gen.texts[3]
         == model.generate(model.collate(clips(4)[3:], ["d"]), max_new_tokens=60).texts[0]
     )
+
+
+def test_an_answer_cut_by_the_budget_still_parses_and_keeps_its_tokens(model):
+    grammar = ToolCallGrammar(TOOLS, mode="required")
+    batch = model.collate(clips(2), ["a", "b"])
+    gen = model.generate(batch, max_new_tokens=5, decoding=Decoding(tool_calls=grammar))
+    assert gen.finish_reasons == ["length", "length"]
+    for text, ids in zip(gen.texts, gen.token_ids):
+        written = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        assert text.startswith(written) and len(text) > len(written)
+        calls = json.loads(text)
+        assert len(calls) >= 1 and calls[0]["name"] in grammar.schemas

@@ -116,6 +116,9 @@ class Decoding:
 class Generation:
     """Decoding results, one entry per example."""
 
+    # The answers; one held to a tool-call grammar that the budget or the repetition guard
+    # cut mid-list ends with the grammar's completion (``ToolCallGrammar.completion``), so it
+    # parses; its token ids and finish reason stay as decoded.
     texts: list[str]
     token_ids: list[list[int]]
     # "stop" (end of turn, a stop string or the repetition guard) or "length" (budget spent).
@@ -462,6 +465,9 @@ class SteerMoEModel(nn.Module):
             attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype, device=attn.device)], 1)
             positions = positions[:, -1:] + 1
         texts = [(c if c is not None else self._text(ids)).strip() for c, ids in zip(cut, out)]
+        for i, opt in enumerate(opts):
+            if opt.tool_calls is not None:
+                texts[i] += opt.tool_calls.completion(texts[i]) or ""
         return Generation(texts=texts, token_ids=out, finish_reasons=reasons)
 
     # ------------------------------------------------------------ grammar decoding

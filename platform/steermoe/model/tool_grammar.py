@@ -40,6 +40,11 @@ ASCII = "".join(chr(c) for c in range(32, 127)) + "\t\n\r"
 # Stands for every non-ASCII character (only string contents accept them).
 NON_ASCII = "\u00e9"
 _JSON_TYPES = ("string", "integer", "number", "boolean", "null", "object", "array")
+# Characters in the order :meth:`ToolCallGrammar.completion` tries them: closers, then what
+# ends a value soonest, then the rest, separators (which open more) last.
+_FIRST = ']}":0'
+_CLOSING_ORDER = _FIRST + "".join(c for c in ASCII if c not in _FIRST + ", \t\n\r") + ", "
+_CLOSING_IN_STRING = '"' + _CLOSING_ORDER.replace('"', "")
 
 
 class _Partial(Exception):
@@ -138,6 +143,53 @@ class ToolCallGrammar:
         """Characters that may follow ``text`` (``NON_ASCII`` stands for all non-ASCII)."""
         return {c for c in ASCII + NON_ASCII if self.viable(text + c)}
 
+    def completion(self, text: str, limit: int = 512) -> str | None:
+        """A short text that makes the unfinished call list ``text`` whole, or None (``text``
+        is not held to the grammar, is not viable or is already whole).
+
+        Greedy, one character at a time: inside a string its closing quote first, elsewhere
+        the closers (``]``, ``}``), then the cheapest value (``0``, an empty string, the
+        first matching key or name), separators last. An answer cut by the token budget or
+        the repetition guard so ends as a parseable list, with what it had written kept.
+        """
+        if not text or not self.constrains(text) or self.closed(text) or not self.viable(text):
+            return None
+        out = ""
+        while len(out) < limit:
+            key = self._required_key(text + out)
+            if key is not None:
+                out += key
+                continue
+            order = _CLOSING_IN_STRING if _in_string(text + out) else _CLOSING_ORDER
+            ch = next((c for c in order if self.viable(text + out + c)), None)
+            if ch is None:
+                return None
+            out += ch
+            if self.closed(text + out):
+                return out
+        return None
+
+    def _required_key(self, text: str) -> str | None:
+        """Where ``text`` can go on with a key its innermost object still requires: the
+        rest of that key and its colon (else None), so a completion never adds optional
+        arguments."""
+        parser = _Parser(text, self)
+        try:
+            parser.calls()
+        except _Partial:
+            pass
+        except _Bad:
+            return None
+        if not parser.objects:
+            return None
+        required, seen = parser.objects[-1]
+        for key in sorted(required - seen):
+            whole = _dump(key)
+            for j in range(len(whole), -1, -1):
+                if text.endswith(whole[:j]) and self.viable(text + whole[j:] + ":"):
+                    return whole[j:] + ":"
+        return None
+
 
 class _Parser:
     """Recursive descent over one text; raises :class:`_Partial` where the text ends and
@@ -147,6 +199,8 @@ class _Parser:
         self.s = text
         self.i = 0
         self.g = grammar
+        # (required keys, keys seen) of each object open where the text ends, innermost last.
+        self.objects: list[tuple[set[str], set[str]]] = []
 
     # ----------------------------------------------------------------- characters
 
@@ -255,10 +309,12 @@ class _Parser:
         required = set(schema.get("required") or [])
         seen: set[str] = set()
         self.literal("{")
+        self.objects.append((required, seen))
         if self.peek() == "}":
             if required:
                 raise _Bad
             self.i += 1
+            self.objects.pop()
             return
         while True:
             if declared:
@@ -278,6 +334,7 @@ class _Parser:
             if ch == "}":
                 if required - seen:
                     raise _Bad
+                self.objects.pop()
                 return
             if ch != ",":
                 raise _Bad
@@ -347,6 +404,19 @@ class _Parser:
             return
         while self.i < len(self.s) and self.s[self.i] in "0123456789":
             self.i += 1
+
+
+def _in_string(text: str) -> bool:
+    """Whether JSON ``text`` ends inside a string (an odd number of unescaped quotes)."""
+    inside = escaped = False
+    for ch in text:
+        if escaped:
+            escaped = False
+        elif inside and ch == "\\":
+            escaped = True
+        elif ch == '"':
+            inside = not inside
+    return inside
 
 
 def _kinds(schema: Mapping[str, Any]) -> dict[str, Mapping[str, Any] | None]:
