@@ -130,7 +130,9 @@ class ModelConfig(_Strict):
     tool_prompt: Literal["full", "compact"] = "full"
     # Default instruction when an example has none (ASR).
     default_instruction: str = "Transcribe the audio."
-    # Compute dtype of the frozen backbones: `auto` = bf16 on GPU, fp32 on CPU.
+    # Compute dtype of the frozen backbones: `auto` = bf16 on GPU, fp32 on CPU. `bfloat16` on
+    # a CPU pays only where it has AVX512-BF16 or AMX (~15 % faster than fp32); without them
+    # bf16 matrix products run ~80x slower (a warning says so).
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     # Compute dtype of the frozen encoder: `same` as `dtype`, or `float32` so the steering
     # offsets (~1e-2 on states of RMS 1-3) are not rounded away in a bf16 residual stream.
