@@ -345,3 +345,19 @@ def test_bf16_backbones_with_fp32_trainable_part(cache):
     assert model.steering.experts.vectors.grad is not None
     gen = model.generate(model.collate(waves(1.0), ["a"]), max_new_tokens=3)
     assert len(gen.token_ids) == 1
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_auto_stays_fp32(monkeypatch, caplog):
+    from steermoe.model import build as model_build
+
+    assert model_build.torch_dtype("auto", "cpu") == torch.float32
+    monkeypatch.setattr(model_build, "cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="steermoe.model.build"):
+        assert model_build.torch_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert "80x slower" in caplog.text and "model.dtype=auto" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(model_build, "cpu_has_bf16", lambda: True)
+    with caplog.at_level("WARNING", logger="steermoe.model.build"):
+        model_build.torch_dtype("bfloat16", "cpu")
+        model_build.torch_dtype("float32", "cpu")
+    assert not caplog.text
