@@ -16,6 +16,7 @@ from steermoe.model.checkpoint import (
     HEADER,
     TENSORS,
     checkpoint_config,
+    inference_config,
     local_checkpoint,
     read_header,
     warm_start,
@@ -150,6 +151,18 @@ def test_local_checkpoint_resolves_folders_and_embedded_names(trained, tmp_path)
         local_checkpoint("embedded:nope")
     for name in env.embedded_checkpoints():
         assert read_header(local_checkpoint(f"embedded:{name}"))["format"]
+
+
+def test_a_bf16_checkpoint_runs_in_fp32_only_on_a_cpu_without_native_bf16(monkeypatch):
+    from steermoe.model import build as model_build
+
+    shipped = local_checkpoint("embedded:reference-b")
+    assert checkpoint_config(shipped).dtype == "bfloat16"  # as it was trained
+    monkeypatch.setattr(model_build, "cpu_has_bf16", lambda: False)
+    assert inference_config(shipped, "cpu").dtype == "float32"
+    assert inference_config(shipped, "cuda").dtype == "bfloat16"
+    monkeypatch.setattr(model_build, "cpu_has_bf16", lambda: True)
+    assert inference_config(shipped, "cpu").dtype == "bfloat16"
 
 
 def test_unknown_embedded_init_from_fails_at_config_time():

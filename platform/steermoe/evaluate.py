@@ -357,12 +357,12 @@ def _load_model(checkpoint: str | Path, model: Any) -> tuple[Any, str]:
     import torch
 
     from steermoe.model import build_model, load_checkpoint
-    from steermoe.model.checkpoint import checkpoint_config, local_checkpoint
+    from steermoe.model.checkpoint import inference_config, local_checkpoint
 
     checkpoint = local_checkpoint(checkpoint)
-    model_config = checkpoint_config(checkpoint)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_config = inference_config(checkpoint, device)
     if model is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         model = build_model(model_config, device=device)
     load_checkpoint(model, checkpoint)
     model.eval()

@@ -113,6 +113,18 @@ def checkpoint_config(path: str | Path) -> ModelConfig:
     return ModelConfig.model_validate(data)
 
 
+def inference_config(path: str | Path, device: str | torch.device = "cpu") -> ModelConfig:
+    """The model config to run a checkpoint with on ``device``: as trained, except that a
+    bf16 checkpoint computes in fp32 on a CPU without native bf16 (there bf16 matrix products
+    run ~80x slower; fp32 only adds precision to what the checkpoint learned)."""
+    from steermoe.model.build import cpu_has_bf16
+
+    config = checkpoint_config(path)
+    if config.dtype == "bfloat16" and torch.device(device).type == "cpu" and not cpu_has_bf16():
+        return config.model_copy(update={"dtype": "float32"})
+    return config
+
+
 def load_checkpoint(model, path: str | Path, *, check_backbones: bool = True) -> dict:
     """Load trainable tensors into ``model`` after checking integrity and backbones.
 

@@ -17,7 +17,7 @@ from steermoe.model import build_model, load_checkpoint
 from steermoe.model.checkpoint import (
     HEADER,
     CheckpointError,
-    checkpoint_config,
+    inference_config,
     local_checkpoint,
 )
 from steermoe.tracking import default_tracking_uri
@@ -128,7 +128,7 @@ def load_model(
     """
     folder = resolve_checkpoint(ref, tracking_uri=tracking_uri)
     cache = Path(cache_dir) if cache_dir else None
-    model = build_model(checkpoint_config(folder), device=device, cache_dir=cache)
+    model = build_model(inference_config(folder, device), device=device, cache_dir=cache)
     header = load_checkpoint(model, folder)
     model.eval()
     return model, header, folder
