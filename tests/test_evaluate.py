@@ -202,6 +202,8 @@ def test_manifests_have_every_field_and_every_good_example(evaluated):
         assert set(REQUIRED_FIELDS) | {"task"} | per_task[r["task"]] <= set(r)
         assert r["latency_s"] > 0 and r["duration_s"] > 0
         assert isinstance(r["prediction"], str)
+        assert r["finish"] in ("stop", "repeat", "length")
+        assert r["grammar_completed"] is False or r["task"] == "fc"
 
 
 def test_verdicts_in_the_manifest_agree_with_the_evaluators(evaluated):
@@ -281,7 +283,9 @@ def test_validation_scores_are_the_primary_metrics_of_the_manifest_rows():
 
 def test_metrics_are_the_scores_of_the_written_manifests(evaluated):
     results, out, _ = evaluated
-    assert results["asr_set-test"] == score_manifest(out / "asr_set-test.jsonl", "asr")
+    asr = score_manifest(out / "asr_set-test.jsonl", "asr")
+    assert {k: results["asr_set-test"][k] for k in asr} == asr
+    assert set(results["asr_set-test"]) - set(asr) <= {"unfinished"}
     assert results["asr_set-test"]["num_samples"] == 3
     mixed = read_manifest(out / "mixed.jsonl")
     assert set(results["mixed"]) == {"asr", "aqa", "fc"}
@@ -292,6 +296,8 @@ def test_metrics_are_the_scores_of_the_written_manifests(evaluated):
         durations = sum(r["duration_s"] for r in mixed if r["task"] == task)
         latencies = sum(r["latency_s"] for r in mixed if r["task"] == task)
         assert got["rtfx"] == pytest.approx(durations / latencies)
+        rows = [r for r in mixed if r["task"] == task]
+        assert got["unfinished"] == sum(r["finish"] != "stop" for r in rows) / len(rows)
 
 
 def test_score_only_reproduces_the_metrics_without_a_model(evaluated, monkeypatch):

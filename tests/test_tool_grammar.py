@@ -309,9 +309,22 @@ def test_an_answer_cut_by_the_budget_still_parses_and_keeps_its_tokens(model):
     grammar = ToolCallGrammar(TOOLS, mode="required")
     batch = model.collate(clips(2), ["a", "b"])
     gen = model.generate(batch, max_new_tokens=5, decoding=Decoding(tool_calls=grammar))
-    assert gen.finish_reasons == ["length", "length"]
+    assert gen.finish_reasons == ["length", "length"] and gen.completed == [True, True]
     for text, ids in zip(gen.texts, gen.token_ids):
         written = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
         assert text.startswith(written) and len(text) > len(written)
         calls = json.loads(text)
         assert len(calls) >= 1 and calls[0]["name"] in grammar.schemas
+
+
+def test_generation_says_which_answers_the_repetition_guard_ended(model):
+    batch = model.collate(clips(4), ["a", "b", "c", "d"])
+    guarded = model.generate(batch, max_new_tokens=48, max_repeats=2)
+    free = model.generate(batch, max_new_tokens=48, max_repeats=0)
+    assert any(guarded.looped) and not any(free.looped)
+    for looped, reason, ids, whole in zip(
+        guarded.looped, guarded.finish_reasons, guarded.token_ids, free.token_ids
+    ):
+        if looped:  # ended early, its last repeat dropped: a prefix of the free answer
+            assert reason == "stop" and len(ids) < len(whole) and whole[: len(ids)] == ids
+    assert guarded.completed == free.completed == [False] * 4

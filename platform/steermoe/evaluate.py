@@ -206,7 +206,15 @@ def _run_batch(
     )
     _sync(model.device)
     latency = (time.perf_counter() - tic) / len(exs)
-    return [make_record(ex, text, latency) for ex, text in zip(exs, generation.texts)]
+    records = []
+    for i, (ex, text) in enumerate(zip(exs, generation.texts)):
+        record = make_record(ex, text, latency)
+        # How the answer ended: "stop" (by itself), "repeat" (the repetition guard cut a
+        # loop) or "length" (the budget ran out); whether the tool grammar closed it.
+        record["finish"] = "repeat" if generation.looped[i] else generation.finish_reasons[i]
+        record["grammar_completed"] = generation.completed[i]
+        records.append(record)
+    return records
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -217,6 +225,9 @@ def _score_task(records: list[dict[str, Any]], task: str, label: str) -> dict[st
     latencies = [r["latency_s"] for r in records]
     if "rtfx" not in metrics and sum(latencies) > 0:
         metrics["rtfx"] = asr_eval.rtfx([r["duration_s"] for r in records], latencies)
+    finishes = [r["finish"] for r in records if "finish" in r]
+    if finishes:  # answers that did not end by themselves: loops and budget cuts
+        metrics["unfinished"] = sum(f != "stop" for f in finishes) / len(finishes)
     if label == "fsdd" and task == "asr":
         preds = [r["prediction"] for r in records]
         metrics["digit_accuracy"] = fsdd_accuracy(preds, [r["reference"] for r in records])
@@ -455,7 +466,16 @@ def _write_summary(out: Path, checkpoint: str | Path, results: dict[str, Any]) -
 
 def format_table(results: dict[str, Any]) -> str:
     """A plain-text table: one line per dataset (and task) with its main numbers."""
-    keys = ("num_samples", "wer", "cer", "wer_raw", "accuracy", "digit_accuracy", "rtfx")
+    keys = (
+        "num_samples",
+        "wer",
+        "cer",
+        "wer_raw",
+        "accuracy",
+        "digit_accuracy",
+        "unfinished",
+        "rtfx",
+    )
     lines = [f"{'dataset':<28} " + " ".join(f"{k:>14}" for k in keys)]
     for label, metrics in results.items():
         if label in RESERVED:

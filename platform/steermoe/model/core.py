@@ -123,6 +123,10 @@ class Generation:
     token_ids: list[list[int]]
     # "stop" (end of turn, a stop string or the repetition guard) or "length" (budget spent).
     finish_reasons: list[str] = field(default_factory=list)
+    # Whether the repetition guard ended the example (its repeats dropped).
+    looped: list[bool] = field(default_factory=list)
+    # Whether a tool-call grammar's completion closed the text.
+    completed: list[bool] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> list[int]:
@@ -414,6 +418,7 @@ class SteerMoEModel(nn.Module):
         done = torch.zeros(b, dtype=torch.bool, device=x.device)
         out: list[list[int]] = [[] for _ in range(b)]
         reasons = ["length"] * b
+        looped = [False] * b
         cut: list[str | None] = [None] * b  # text before a stop string, once one appears
         inputs = x
         for step in range(max(budgets, default=0)):
@@ -447,12 +452,10 @@ class SteerMoEModel(nn.Module):
                 text = self._text(out[i]) if opts[i].stop or grammar is not None else ""
                 if opts[i].stop:
                     cut[i] = _cut_at_stop(text, opts[i].stop)
-                if (
-                    cut[i] is not None
-                    or (grammar is not None and grammar.closed(text))
-                    or (max_repeats and _trim_repeats(out[i], max_repeats))
-                    or len(out[i]) >= budgets[i]
-                ):
+                closed = cut[i] is not None or (grammar is not None and grammar.closed(text))
+                if not closed and max_repeats and _trim_repeats(out[i], max_repeats):
+                    looped[i] = True
+                if closed or looped[i] or len(out[i]) >= budgets[i]:
                     finished_now[i] = True
                     hit_budget = cut[i] is None and len(out[i]) >= budgets[i]
                     reasons[i] = "length" if hit_budget else "stop"
@@ -465,10 +468,19 @@ class SteerMoEModel(nn.Module):
             attn = torch.cat([attn, torch.ones(b, 1, dtype=attn.dtype, device=attn.device)], 1)
             positions = positions[:, -1:] + 1
         texts = [(c if c is not None else self._text(ids)).strip() for c, ids in zip(cut, out)]
+        completed = [False] * b
         for i, opt in enumerate(opts):
-            if opt.tool_calls is not None:
-                texts[i] += opt.tool_calls.completion(texts[i]) or ""
-        return Generation(texts=texts, token_ids=out, finish_reasons=reasons)
+            tail = opt.tool_calls.completion(texts[i]) if opt.tool_calls is not None else None
+            if tail:
+                texts[i] += tail
+                completed[i] = True
+        return Generation(
+            texts=texts,
+            token_ids=out,
+            finish_reasons=reasons,
+            looped=looped,
+            completed=completed,
+        )
 
     # ------------------------------------------------------------ grammar decoding
 
