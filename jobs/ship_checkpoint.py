@@ -6,6 +6,8 @@ and ``resume/``, the full run state, so that ``train.resume_from=<folder>/resume
 
     python -m jobs.ship_checkpoint jobs/configs/reference.yaml \\
         --to platform/steermoe/checkpoints/reference
+
+``--step N`` ships the kept checkpoint of step N instead (the best on validation, say).
 """
 
 from __future__ import annotations
@@ -17,8 +19,15 @@ from steermoe.train.run import ship
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, args = parse(__doc__, argv, flags=[("--to", {"required": True})])
-    source, metrics = ship(config, args.to)
+    config, args = parse(
+        __doc__,
+        argv,
+        flags=[
+            ("--to", {"required": True}),
+            ("--step", {"type": int, "help": "ship this step's checkpoint (default: newest)"}),
+        ],
+    )
+    source, metrics = ship(config, args.to, step=args.step)
     shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("val_")}
     print(f"shipped {source.name} (step {metrics.get('step')}) to {args.to}: {shown}")
     return 0

@@ -208,16 +208,32 @@ def latest_checkpoint(config: Config) -> Path:
     return found[-1]
 
 
-def ship(config: Config, dest: str | Path) -> tuple[Path, dict]:
-    """Copy a run's newest checkpoint to ``dest``: the trainable-only checkpoint at the top
-    (loadable as a checkpoint folder or ``embedded:<name>``) and the full run state (DeepSpeed
-    optimizer shards, scheduler, sampler and curriculum position) in ``dest/resume``, so
-    ``train.resume_from`` continues it exactly on another machine.
+def step_checkpoint(config: Config, step: int) -> Path:
+    """The checkpoint folder of run ``train.name`` at optimizer step ``step``.
+
+    Raises:
+        FileNotFoundError: no such checkpoint is kept (the message lists the steps that are).
+    """
+    folder = storage_path(config) / config.train.name
+    kept = {int(p.name.removeprefix("checkpoint_step")): p for p in folder.glob("checkpoint_step*")}
+    if step not in kept:
+        raise FileNotFoundError(
+            f"run {config.train.name!r} keeps no checkpoint of step {step} in {folder} "
+            f"(kept: {sorted(kept) or 'none'}; train.keep_checkpoints keeps the newest)"
+        )
+    return kept[step]
+
+
+def ship(config: Config, dest: str | Path, step: int | None = None) -> tuple[Path, dict]:
+    """Copy a run's newest checkpoint (or that of ``step``) to ``dest``: the trainable-only
+    checkpoint at the top (loadable as a checkpoint folder or ``embedded:<name>``) and the
+    full run state (DeepSpeed optimizer shards, scheduler, sampler and curriculum position) in
+    ``dest/resume``, so ``train.resume_from`` continues it exactly on another machine.
 
     Returns:
         (the source checkpoint folder, the metrics reported with it).
     """
-    source = latest_checkpoint(config)
+    source = latest_checkpoint(config) if step is None else step_checkpoint(config, step)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for f in (source / MODEL_DIR).iterdir():
