@@ -28,11 +28,13 @@ def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.
         noise -= np.convolve(noise, np.ones(401) / 401, mode="same")
     signal_power = np.mean(audio**2)
     noise *= math.sqrt(signal_power / (np.mean(noise**2) + 1e-12) / 10 ** (snr_db / 10))
-    out = audio + noise
-    peak = np.abs(out).max() if out.size else 0.0
-    if peak > 0.99:
-        out *= 0.99 / peak
-    return out
+    return _limit_peak(audio + noise)
+
+
+def _limit_peak(audio: np.ndarray, peak: float = 0.99) -> np.ndarray:
+    """``audio`` scaled down so its largest magnitude is at most ``peak`` (else unchanged)."""
+    top = np.abs(audio).max() if audio.size else 0.0
+    return audio * (peak / top) if top > peak else audio
 
 
 def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
@@ -95,10 +97,7 @@ def augment_clip(audio: np.ndarray, spec, rng: np.random.Generator, max_s: float
         if len(out) / factor <= max_s * SAMPLE_RATE:
             out = change_speed(out, factor)
     if spec.gain_db is not None:
-        out = out * 10 ** (rng.uniform(*spec.gain_db) / 20)
-        peak = np.abs(out).max() if out.size else 0.0
-        if peak > 0.99:
-            out = out * (0.99 / peak)
+        out = _limit_peak(out * 10 ** (rng.uniform(*spec.gain_db) / 20))
     if spec.noise_prob > 0 and rng.random() < spec.noise_prob:
         out = add_noise(out, rng.uniform(*spec.snr_db), rng)
     return np.asarray(out, dtype=np.float32)

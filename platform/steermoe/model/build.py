@@ -46,7 +46,7 @@ def torch_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtype:
     scalar kernel and matrix products run ~80x slower than in fp32 (measured on an AVX2 EPYC)."""
     if name == "auto":
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    if name == "bfloat16" and torch.device(device).type == "cpu" and not cpu_has_bf16():
+    if name == "bfloat16" and slow_bf16(device):
         log.warning(
             "model.dtype=bfloat16 on a CPU without AVX512-BF16 or AMX: bf16 matrix products "
             "run about 80x slower than float32 here; use model.dtype=auto (float32 on CPU)"
@@ -58,6 +58,11 @@ def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX tiles)."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def slow_bf16(device: torch.device | str) -> bool:
+    """Whether bf16 compute on ``device`` is the CPU's scalar fallback (~80x slower than fp32)."""
+    return torch.device(device).type == "cpu" and not cpu_has_bf16()
 
 
 def fingerprint(path: str) -> dict:

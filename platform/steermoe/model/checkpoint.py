@@ -117,10 +117,10 @@ def inference_config(path: str | Path, device: str | torch.device = "cpu") -> Mo
     """The model config to run a checkpoint with on ``device``: as trained, except that a
     bf16 checkpoint computes in fp32 on a CPU without native bf16 (there bf16 matrix products
     run ~80x slower; fp32 only adds precision to what the checkpoint learned)."""
-    from steermoe.model.build import cpu_has_bf16
+    from steermoe.model.build import slow_bf16
 
     config = checkpoint_config(path)
-    if config.dtype == "bfloat16" and torch.device(device).type == "cpu" and not cpu_has_bf16():
+    if config.dtype == "bfloat16" and slow_bf16(device):
         return config.model_copy(update={"dtype": "float32"})
     return config
 

@@ -79,7 +79,7 @@ def recover_torn_snapshot(config: Config) -> Config:
     torn = snapshot.with_name(f"{SNAPSHOT}.torn")
     snapshot.replace(torn)
     complete = []
-    for candidate in sorted(folder.glob("checkpoint_step*")):
+    for _, candidate in sorted(kept_checkpoints(config).items()):
         try:
             state = json.loads((candidate / STATE_FILE).read_text())
         except (OSError, ValueError):
@@ -195,17 +195,24 @@ def local_ray_kwargs() -> dict:
     }
 
 
+def kept_checkpoints(config: Config) -> dict[int, Path]:
+    """``{step: folder}`` of the checkpoints run ``train.name`` keeps in its storage."""
+    folder = storage_path(config) / config.train.name
+    steps = {p.name.removeprefix("checkpoint_step"): p for p in folder.glob("checkpoint_step*")}
+    return {int(step): p for step, p in steps.items() if step.isdigit()}
+
+
 def latest_checkpoint(config: Config) -> Path:
     """The newest checkpoint folder of run ``train.name`` in its storage.
 
     Raises:
         FileNotFoundError: the run has reported no checkpoint yet.
     """
-    folder = storage_path(config) / config.train.name
-    found = sorted(folder.glob("checkpoint_step*"))
-    if not found:
+    kept = kept_checkpoints(config)
+    if not kept:
+        folder = storage_path(config) / config.train.name
         raise FileNotFoundError(f"run {config.train.name!r} has no checkpoint in {folder}")
-    return found[-1]
+    return kept[max(kept)]
 
 
 def step_checkpoint(config: Config, step: int) -> Path:
@@ -214,9 +221,9 @@ def step_checkpoint(config: Config, step: int) -> Path:
     Raises:
         FileNotFoundError: no such checkpoint is kept (the message lists the steps that are).
     """
-    folder = storage_path(config) / config.train.name
-    kept = {int(p.name.removeprefix("checkpoint_step")): p for p in folder.glob("checkpoint_step*")}
+    kept = kept_checkpoints(config)
     if step not in kept:
+        folder = storage_path(config) / config.train.name
         raise FileNotFoundError(
             f"run {config.train.name!r} keeps no checkpoint of step {step} in {folder} "
             f"(kept: {sorted(kept) or 'none'}; train.keep_checkpoints keeps the newest)"
