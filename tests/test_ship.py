@@ -54,3 +54,43 @@ def test_a_step_not_kept_is_a_clear_error_listing_the_kept_ones(run, tmp_path, c
     cli = [config, f"train.storage_path={run.train.storage_path}", "train.name=r"]
     assert ship_checkpoint.main([*cli, "--to", str(tmp_path / "o"), "--step", "200"]) == 0
     assert "shipped checkpoint_step0000200 (step 200)" in capsys.readouterr().out
+
+
+def test_best_ships_the_kept_checkpoint_with_the_best_metric(run, tmp_path, capsys):
+    # The fixture's val_loss falls with the step; the newest step has the worst gain.
+    folder = Path(run.train.storage_path) / "r"
+    for step, gain in ((200, 1.4), (400, 1.2)):
+        metrics = folder / f"checkpoint_step{step:07d}" / METRICS_FILE
+        metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "val_audio_gain": gain}))
+    _, metrics = ship(run, tmp_path / "out", best=True)
+    assert metrics["step"] == 400  # lowest val_loss (the default metric)
+
+    def keeping(*overrides):
+        where = [f"train.storage_path={run.train.storage_path}", "train.name=r"]
+        return load_config(None, [*TINY, *where, *overrides])
+
+    _, metrics = ship(keeping("train.keep_metric=val_audio_gain"), tmp_path / "out", best=True)
+    assert metrics["step"] == 400  # keep_mode min: the lower gain
+    highest = keeping("train.keep_metric=val_audio_gain", "train.keep_mode=max")
+    _, metrics = ship(highest, tmp_path / "out", best=True)
+    assert metrics["step"] == 200
+    with pytest.raises(ValueError, match="not both"):
+        ship(run, tmp_path / "out", step=200, best=True)
+    with pytest.raises(FileNotFoundError, match="reported val_x"):
+        ship(keeping("train.keep_metric=val_x"), tmp_path / "out", best=True)
+    config = str(Path(__file__).parents[1] / "jobs" / "configs" / "train_tiny.yaml")
+    cli = [config, f"train.storage_path={run.train.storage_path}", "train.name=r"]
+    assert ship_checkpoint.main([*cli, "--to", str(tmp_path / "o"), "--best"]) == 0
+    assert "shipped checkpoint_step0000400 (step 400)" in capsys.readouterr().out
+    assert ship_checkpoint.main([*cli, "--to", str(tmp_path / "o"), "--best", "--step", "2"]) == 2
+
+
+def test_keep_metric_ranks_the_checkpoints_ray_keeps():
+    from steermoe.train.run import build_trainer
+
+    config = load_config(None, [*TINY, "train.keep_metric=val_wer", "train.keep_checkpoints=4"])
+    kept = build_trainer(config).run_config.checkpoint_config
+    assert (kept.num_to_keep, kept.checkpoint_score_attribute) == (4, "val_wer")
+    assert kept.checkpoint_score_order == "min"
+    with pytest.raises(ValueError, match="keep_metric"):
+        load_config(None, [*TINY, "train.keep_metric=loss"])

@@ -304,8 +304,14 @@ class TrainConfig(_Strict):
     max_failures: int = Field(default=2, ge=0)
     # Where Ray Train keeps checkpoints; null = `<cache>/runs`.
     storage_path: str | None = None
-    # Checkpoints kept per run.
+    # Checkpoints kept per run: the newest ones, or with keep_metric the best ones by that
+    # validation metric (the newest is always kept too, to continue from).
     keep_checkpoints: int = Field(default=2, ge=1)
+    # Metric reported at each validation that ranks the kept checkpoints (`val_loss`,
+    # `val_wer`, `val_audio_gain`, ...); null = keep the newest.
+    keep_metric: str | None = Field(default=None, pattern=r"^val_\w+$")
+    # Whether a lower (`min`) or higher (`max`) keep_metric is better.
+    keep_mode: Literal["min", "max"] = "min"
     # Warm start: copy the trainable tensors that fit (same name and shape) from this
     # checkpoint (`embedded:reference` or a folder) before step 0; null = fresh initialisation.
     init_from: str | None = Field(default=None, min_length=1)

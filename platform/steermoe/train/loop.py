@@ -376,6 +376,8 @@ RESUMABLE_CHANGES = (
     "train.eval_every",
     "train.log_every",
     "train.keep_checkpoints",
+    "train.keep_metric",
+    "train.keep_mode",
     "train.max_failures",
     "train.storage_path",
     "train.resume_from",

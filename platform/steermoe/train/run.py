@@ -119,7 +119,11 @@ def build_trainer(config: Config, *, callbacks: list | None = None):
             name=t.name,
             storage_path=str(storage_path(config)),
             failure_config=FailureConfig(max_failures=t.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=t.keep_checkpoints,
+                checkpoint_score_attribute=t.keep_metric,
+                checkpoint_score_order=t.keep_mode,
+            ),
             callbacks=callbacks or [],
         ),
     )
@@ -226,21 +230,53 @@ def step_checkpoint(config: Config, step: int) -> Path:
         folder = storage_path(config) / config.train.name
         raise FileNotFoundError(
             f"run {config.train.name!r} keeps no checkpoint of step {step} in {folder} "
-            f"(kept: {sorted(kept) or 'none'}; train.keep_checkpoints keeps the newest)"
+            f"(kept: {sorted(kept) or 'none'}; train.keep_checkpoints keeps the newest, or the best by train.keep_metric)"
         )
     return kept[step]
 
 
-def ship(config: Config, dest: str | Path, step: int | None = None) -> tuple[Path, dict]:
-    """Copy a run's newest checkpoint (or that of ``step``) to ``dest``: the trainable-only
-    checkpoint at the top (loadable as a checkpoint folder or ``embedded:<name>``) and the
-    full run state (DeepSpeed optimizer shards, scheduler, sampler and curriculum position) in
-    ``dest/resume``, so ``train.resume_from`` continues it exactly on another machine.
+def best_checkpoint(config: Config) -> Path:
+    """The kept checkpoint of run ``train.name`` with the best ``train.keep_metric``
+    (``val_loss`` when unset) under ``train.keep_mode``; ties go to the newest.
+
+    Raises:
+        FileNotFoundError: the run keeps no checkpoint that reported the metric.
+    """
+    metric = config.train.keep_metric or "val_loss"
+    sign = 1.0 if config.train.keep_mode == "min" else -1.0
+    scored = []
+    for step, folder in kept_checkpoints(config).items():
+        metrics_file = folder / METRICS_FILE
+        if metrics_file.is_file():
+            value = json.loads(metrics_file.read_text()).get(metric)
+            if isinstance(value, (int, float)) and value == value:  # not NaN
+                scored.append((sign * value, -step, folder))
+    if not scored:
+        folder = storage_path(config) / config.train.name
+        raise FileNotFoundError(
+            f"run {config.train.name!r} keeps no checkpoint that reported {metric} in {folder}"
+        )
+    return min(scored)[2]
+
+
+def ship(
+    config: Config, dest: str | Path, step: int | None = None, *, best: bool = False
+) -> tuple[Path, dict]:
+    """Copy a run's newest checkpoint (that of ``step``, or with ``best`` the best kept one on
+    validation: :func:`best_checkpoint`) to ``dest``: the trainable-only checkpoint at the top
+    (loadable as a checkpoint folder or ``embedded:<name>``) and the full run state (DeepSpeed
+    optimizer shards, scheduler, sampler and curriculum position) in ``dest/resume``, so
+    ``train.resume_from`` continues it exactly on another machine.
 
     Returns:
         (the source checkpoint folder, the metrics reported with it).
     """
-    source = latest_checkpoint(config) if step is None else step_checkpoint(config, step)
+    if best and step is not None:
+        raise ValueError("ship: give a step or best, not both")
+    if best:
+        source = best_checkpoint(config)
+    else:
+        source = latest_checkpoint(config) if step is None else step_checkpoint(config, step)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for f in (source / MODEL_DIR).iterdir():
