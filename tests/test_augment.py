@@ -9,7 +9,14 @@ import pytest
 from steermoe.config import ConfigError, load_config
 from steermoe.data import batches as train_data
 from steermoe.data.audio import SAMPLE_RATE
-from steermoe.data.augment import add_noise, augment_batch, augment_clip, change_speed
+from steermoe.data.augment import (
+    add_noise,
+    augment_batch,
+    augment_clip,
+    change_speed,
+    low_pass,
+    reverberate,
+)
 from steermoe.data.batches import TrainStream
 from steermoe.data.examples import Example
 
@@ -121,3 +128,63 @@ def test_speed_change_stays_within_a_fifth_of_a_percent_of_the_factor():
         for factor in (0.88, 0.95, 1.03, 1.12):
             out = change_speed(np.ones(n, dtype=np.float32), factor)
             assert len(out) == pytest.approx(n / factor, rel=0.002)
+
+
+def band_energy(audio, low_hz, high_hz):
+    spectrum = np.abs(np.fft.rfft(audio)) ** 2
+    hz = np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)
+    return spectrum[(hz >= low_hz) & (hz < high_hz)].sum()
+
+
+def test_low_pass_removes_the_band_above_the_cutoff_and_keeps_the_rest():
+    rng = np.random.default_rng(0)
+    noise = (0.1 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32)
+    cut = low_pass(noise, 4000.0)
+    assert len(cut) == len(noise) and cut.dtype == np.float32
+    assert band_energy(cut, 4000, 8000) < 1e-6 * band_energy(noise, 4000, 8000)
+    assert band_energy(cut, 100, 3600) == pytest.approx(band_energy(noise, 100, 3600), rel=0.01)
+
+
+def test_reverberation_smears_a_click_over_the_room_decay_time():
+    click = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    click[1000] = 0.5
+    wet = reverberate(click, 0.5, np.random.default_rng(0))
+    assert len(wet) == len(click) and np.abs(wet).max() <= 0.99 + 1e-6
+    assert np.sqrt(np.mean(wet**2)) == pytest.approx(np.sqrt(np.mean(click**2)), rel=1e-3)
+    energy = wet.astype(np.float64) ** 2
+    assert energy[:1000].sum() < 1e-20  # causal: nothing before the click (FFT round-off)
+    early = energy[1001 : 1001 + SAMPLE_RATE // 20].sum()  # the first 50 ms of the tail
+    late = energy[1001 + SAMPLE_RATE // 4 : 1001 + SAMPLE_RATE // 4 + SAMPLE_RATE // 20].sum()
+    # 250 ms later the tail has decayed by about 30 dB (60 dB per 0.5 s).
+    assert 10 * np.log10(early / late) == pytest.approx(30.0, abs=6.0)
+
+
+def test_new_steps_off_leave_the_earlier_draws_unchanged_and_on_change_the_clips():
+    base = "data.augment={speed: [0.9, 1.1], gain_db: [-6, 6], noise_prob: 0.5"
+    plain = load_config(None, [base + "}"]).data.augment
+    off = load_config(None, [base + ", reverb_prob: 0, lowpass_prob: 0}"]).data.augment
+    on = load_config(None, [base + ", reverb_prob: 1, lowpass_prob: 1}"]).data.augment
+    clips = [tone(200.0 + 100 * i, 1.0) for i in range(3)]
+    a = augment_batch(clips, plain, seed=0, rank=0, batch=3, max_s=30.0)
+    b = augment_batch(clips, off, seed=0, rank=0, batch=3, max_s=30.0)
+    c = augment_batch(clips, on, seed=0, rank=0, batch=3, max_s=30.0)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not any(len(x) == len(y) and np.allclose(x, y) for x, y in zip(a, c))
+    assert (
+        on.enabled and load_config(None, ["data.augment={lowpass_prob: 0.2}"]).data.augment.enabled
+    )
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "{rt60_s: [0.9, 0.3]}",
+        "{rt60_s: [0.1, 5.0]}",
+        "{lowpass_hz: [300, 4000]}",
+        "{reverb_prob: 2}",
+    ],
+)
+def test_bad_room_or_band_settings_are_named(setting):
+    key = setting.strip("{}").split(":")[0]
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, [f"data.augment={setting}"])

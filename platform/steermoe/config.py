@@ -156,8 +156,8 @@ class ModelConfig(_Strict):
 
 class AugmentConfig(_Strict):
     """Training-time augmentation (data.augment): each batch redraws, per clip, a speed
-    factor, a level change and background noise. Off by default (the paper's recipe);
-    validation and evaluation never augment."""
+    factor, room reverberation, a level change, background noise and a band limit. Off by
+    default (the paper's recipe); validation and evaluation never augment."""
 
     # Speed perturbation range [low, high] (tempo and pitch together); null = off.
     speed: tuple[float, float] | None = None
@@ -167,10 +167,18 @@ class AugmentConfig(_Strict):
     noise_prob: float = Field(default=0.0, ge=0.0, le=1.0)
     # Signal-to-noise ratio range of that noise in dB [low, high].
     snr_db: tuple[float, float] = (10.0, 30.0)
+    # Share of clips played in a simulated room (reverberation; 0 = off).
+    reverb_prob: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Reverberation time range of that room in seconds (60 dB decay) [low, high].
+    rt60_s: tuple[float, float] = (0.2, 0.8)
+    # Share of clips band-limited like a telephone or 8 kHz recording (0 = off).
+    lowpass_prob: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Cut-off frequency range of that band limit in Hz [low, high].
+    lowpass_hz: tuple[float, float] = (3400.0, 7000.0)
 
     @model_validator(mode="after")
     def _check(self) -> AugmentConfig:
-        for key in ("speed", "gain_db", "snr_db"):
+        for key in ("speed", "gain_db", "snr_db", "rt60_s", "lowpass_hz"):
             span = getattr(self, key)
             if span is not None and span[0] > span[1]:
                 raise _bad(key, f"low {span[0]} is above high {span[1]}")
@@ -178,11 +186,21 @@ class AugmentConfig(_Strict):
             raise _bad("speed", f"must lie within [0.5, 2.0], got {list(self.speed)}")
         if self.gain_db is not None and max(abs(g) for g in self.gain_db) > 40:
             raise _bad("gain_db", f"must lie within [-40, 40] dB, got {list(self.gain_db)}")
+        if not (self.rt60_s[0] >= 0.05 and self.rt60_s[1] <= 3.0):
+            raise _bad("rt60_s", f"must lie within [0.05, 3.0] s, got {list(self.rt60_s)}")
+        if not (self.lowpass_hz[0] >= 1000.0 and self.lowpass_hz[1] <= 8000.0):
+            raise _bad(
+                "lowpass_hz", f"must lie within [1000, 8000] Hz, got {list(self.lowpass_hz)}"
+            )
         return self
 
     @property
     def enabled(self) -> bool:
-        return self.speed is not None or self.gain_db is not None or self.noise_prob > 0
+        return (
+            self.speed is not None
+            or self.gain_db is not None
+            or max(self.noise_prob, self.reverb_prob, self.lowpass_prob) > 0
+        )
 
 
 class DataConfig(_Strict):

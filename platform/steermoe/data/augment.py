@@ -3,8 +3,10 @@
 A synthetic suite has few voices (about 54 in the reference training split), and a clip
 rendered once sounds the same on every epoch, so a model fits the training voices long before
 it hears new ones. ``data.augment`` redraws, per clip and per batch, a speed factor (tempo and
-pitch together, by resampling, as in Kaldi's speed perturbation), a level change and
-background noise. The draws come from ``(seed, rank, batch number)``, so a resumed run
+pitch together, by resampling, as in Kaldi's speed perturbation), room reverberation, a level
+change, background noise and a band limit (the channel of a telephone or an 8 kHz recording).
+The rendered clips are clean full-band studio speech; real recordings are none of these. The
+draws come from ``(seed, rank, batch number)``, so a resumed run
 augments its batches exactly as an uninterrupted one would. Validation and evaluation never
 augment.
 """
@@ -88,18 +90,66 @@ def _fft_lengths(n: int, factor: float, candidates: int = 24) -> tuple[int, int]
     return int(n_ffts[best]), max(2, int(m_ffts[best]))
 
 
+def low_pass(audio: np.ndarray, cutoff_hz: float, width_hz: float = 300.0) -> np.ndarray:
+    """``audio`` with everything above ``cutoff_hz`` removed: a raised-cosine roll-off over
+    ``width_hz`` below the cutoff (a brick wall would ring), zero-phase, same length."""
+    n = len(audio)
+    if n == 0 or cutoff_hz >= SAMPLE_RATE / 2:
+        return np.asarray(audio, dtype=np.float32)
+    n_fft = int(_SMOOTH[np.searchsorted(_SMOOTH, n)])
+    spectrum = np.fft.rfft(np.asarray(audio, dtype=np.float64), n_fft)
+    hz = np.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE)
+    edge = np.clip((cutoff_hz - hz) / width_hz, 0.0, 1.0)  # 1 in the pass band, 0 above
+    spectrum *= 0.5 - 0.5 * np.cos(np.pi * edge)
+    return np.fft.irfft(spectrum, n_fft)[:n].astype(np.float32)
+
+
+def reverberate(
+    audio: np.ndarray, rt60_s: float, rng: np.random.Generator, drr_db: tuple = (0.0, 10.0)
+) -> np.ndarray:
+    """``audio`` as heard in a room whose reverberation decays 60 dB in ``rt60_s`` seconds.
+
+    The impulse response is the direct path plus exponentially decaying noise (a diffuse
+    tail), its energy below the direct sound's by a direct-to-reverberant ratio drawn from
+    ``drr_db``. The result keeps the clip's length and loudness (RMS), peak-limited to 0.99.
+    """
+    x = np.asarray(audio, dtype=np.float64)
+    if len(x) == 0:
+        return x.astype(np.float32)
+    length = max(2, int(rt60_s * SAMPLE_RATE))
+    t = np.arange(length) / SAMPLE_RATE
+    tail = rng.standard_normal(length) * np.exp(-3 * math.log(10) * t / rt60_s)
+    tail[0] = 0.0
+    ratio = 10 ** (-rng.uniform(*drr_db) / 10)  # tail energy / direct energy
+    response = tail * math.sqrt(ratio / (np.sum(tail**2) + 1e-12))
+    response[0] = 1.0
+    n_fft = int(_SMOOTH[np.searchsorted(_SMOOTH, len(x) + length - 1)])
+    wet = np.fft.irfft(np.fft.rfft(x, n_fft) * np.fft.rfft(response, n_fft), n_fft)[: len(x)]
+    wet *= math.sqrt(np.mean(x**2) / (np.mean(wet**2) + 1e-12))
+    return _limit_peak(wet).astype(np.float32)
+
+
 def augment_clip(audio: np.ndarray, spec, rng: np.random.Generator, max_s: float) -> np.ndarray:
     """One random view of a clip under ``spec`` (an ``AugmentConfig``); never longer than
-    ``max_s`` seconds (a slowed clip that would be keeps its speed)."""
+    ``max_s`` seconds (a slowed clip that would be keeps its speed).
+
+    The speaker first (speed), then the room (reverberation), the level, the background
+    noise, and last the channel (band limit). A step that is off draws no random number, so
+    the draws of the others do not depend on it.
+    """
     out = np.asarray(audio, dtype=np.float32)
     if spec.speed is not None:
         factor = rng.uniform(*spec.speed)
         if len(out) / factor <= max_s * SAMPLE_RATE:
             out = change_speed(out, factor)
+    if spec.reverb_prob > 0 and rng.random() < spec.reverb_prob:
+        out = reverberate(out, rng.uniform(*spec.rt60_s), rng)
     if spec.gain_db is not None:
         out = _limit_peak(out * 10 ** (rng.uniform(*spec.gain_db) / 20))
     if spec.noise_prob > 0 and rng.random() < spec.noise_prob:
         out = add_noise(out, rng.uniform(*spec.snr_db), rng)
+    if spec.lowpass_prob > 0 and rng.random() < spec.lowpass_prob:
+        out = low_pass(out, rng.uniform(*spec.lowpass_hz))
     return np.asarray(out, dtype=np.float32)
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -244,16 +245,12 @@ def validate_quick(
         loaded = load_batch(shard[i : i + bs], config.data, model.max_audio_s)
         if not loaded.examples:
             continue
-        batch = teacher_forced_batch(model, loaded, config.model.default_instruction, device)
-        out = model(batch)
-        loss_sum += float(out["lm_loss"]) * int(out["num_tokens"])
-        tokens += int(out["num_tokens"])
-        if len(loaded.examples) > 1:
-            swapped = swapped_audio_batch(model, loaded, config.model.default_instruction, device)
-            out_swapped = model(swapped)
-            n = int(out["num_tokens"])  # same targets, same count
-            swapped_sum += (float(out_swapped["lm_loss"]) - float(out["lm_loss"])) * n
-            swapped_tokens += n
+        batch, scores = scored_batch(model, loaded, config.model.default_instruction, device)
+        loss_sum += scores.loss * scores.tokens
+        tokens += scores.tokens
+        if scores.gain is not None:
+            swapped_sum += scores.gain * scores.tokens
+            swapped_tokens += scores.tokens
         audio, mask = model.project(batch.features, batch.feature_lengths)
         norms = audio.float().norm(dim=-1)[mask]
         norm_sum += float(norms.sum())
@@ -277,6 +274,28 @@ def validate_quick(
     every = [r for part in distributed.all_gather(rows) for r in part]
     metrics.update(task_scores(every))
     return metrics
+
+
+@dataclass(frozen=True)
+class BatchScores:
+    """Teacher-forced scores of one batch: LM loss (nats per target token), the number of
+    target tokens, and the audio gain (the loss with each clip's audio swapped for the next
+    clip's, minus ``loss``; None for a batch of one)."""
+
+    loss: float
+    tokens: int
+    gain: float | None
+
+
+def scored_batch(model, loaded, default_instruction: str, device):
+    """``(the teacher-forced batch, its BatchScores)`` for a loaded batch."""
+    batch = teacher_forced_batch(model, loaded, default_instruction, device)
+    out = model(batch)
+    loss, tokens, gain = float(out["lm_loss"]), int(out["num_tokens"]), None
+    if len(loaded.examples) > 1:
+        swapped = model(swapped_audio_batch(model, loaded, default_instruction, device))
+        gain = float(swapped["lm_loss"]) - loss  # same targets, same token count
+    return batch, BatchScores(loss, tokens, gain)
 
 
 def swapped_audio_batch(model, loaded, default_instruction: str, device):
