@@ -97,9 +97,8 @@ def probe_checkpoint(
     rows: list[ProbeRow] = []
     for condition in conditions:
         transform = CONDITIONS[condition][1]
-        sums: dict[
-            str, np.ndarray
-        ] = {}  # task -> [loss x tokens, gain x tokens, tokens, gain tokens]
+        # task -> [loss x tokens, gain x tokens, tokens, tokens of batches with a gain]
+        sums: dict[str, np.ndarray] = {}
         for task, indexed in sorted(by_task.items()):
             for start in range(0, len(indexed), bs):
                 part = indexed[start : start + bs]
