@@ -361,7 +361,7 @@ def resolve_output_dir(config: Config, output_dir: str | Path | None = None) -> 
     return env.cache_dir() / "eval"
 
 
-def _load_model(checkpoint: str | Path, model: Any) -> tuple[Any, str]:
+def load_for_inference(checkpoint: str | Path, model: Any = None) -> tuple[Any, str]:
     """The model with the checkpoint loaded (built from its own config when not given), and
     the checkpoint's default instruction (the one Serve uses)."""
     # Heavy (torch, transformers): rescoring and the demo import this module without a model.
@@ -412,7 +412,7 @@ def evaluate_checkpoint(
         DataError: a bad example while ``data.strict`` is set.
     """
     out = resolve_output_dir(config, output_dir)
-    model, default_instruction = _load_model(checkpoint, model)
+    model, default_instruction = load_for_inference(checkpoint, model)
     results = _empty_results()
     manifests: dict[str, Path] = {}
     for spec in dict.fromkeys(datasets if datasets is not None else config.eval.datasets):

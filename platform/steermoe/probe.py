@@ -83,45 +83,51 @@ def probe_checkpoint(
     import torch
 
     from steermoe.data.batches import Loaded, load_batch
-    from steermoe.evaluate import _load_model
+    from steermoe.evaluate import load_for_inference
     from steermoe.train.loop import scored_batch
 
-    check_conditions(conditions)
+    conditions = list(dict.fromkeys(check_conditions(conditions)))  # each scored once
     examples = validation_examples(config) if examples is None else examples
-    model, default_instruction = _load_model(checkpoint, None)
+    model, default_instruction = load_for_inference(checkpoint)
     device = next(p.device for _, p in model.trainable_parameters())
     by_task: dict[str, list[tuple[int, object]]] = {}
     for i, ex in enumerate(examples):
         by_task.setdefault(ex.task, []).append((i, ex))
     bs = config.train.batch_size
-    rows: list[ProbeRow] = []
-    for condition in conditions:
-        transform = CONDITIONS[condition][1]
-        # task -> [loss x tokens, gain x tokens, tokens, tokens of batches with a gain]
-        sums: dict[str, np.ndarray] = {}
-        for task, indexed in sorted(by_task.items()):
-            for start in range(0, len(indexed), bs):
-                part = indexed[start : start + bs]
-                loaded = load_batch([ex for _, ex in part], config.data, model.max_audio_s)
-                if not loaded.examples:
-                    continue
+    # condition -> task -> [loss x tokens, gain x tokens, tokens, tokens of batches with a gain]
+    sums: dict[str, dict[str, np.ndarray]] = {c: {} for c in conditions}
+    for task, indexed in sorted(by_task.items()):
+        for start in range(0, len(indexed), bs):
+            part = indexed[start : start + bs]
+            loaded = load_batch([ex for _, ex in part], config.data, model.max_audio_s)
+            if not loaded.examples:
+                continue
+            index = {ex.id: i for i, ex in part}
+            for condition in conditions:
+                transform = CONDITIONS[condition][1]
+                batch = loaded
                 if transform is not None:
-                    index = {ex.id: i for i, ex in part}
                     audios = [
                         np.asarray(
                             transform(a, np.random.default_rng([seed, index[ex.id]])), np.float32
                         )
                         for a, ex in zip(loaded.audios, loaded.examples)
                     ]
-                    loaded = Loaded(loaded.examples, audios, loaded.skipped)
+                    batch = Loaded(loaded.examples, audios, loaded.skipped)
                 with torch.no_grad():
-                    _, s = scored_batch(model, loaded, default_instruction, device)
+                    _, s = scored_batch(model, batch, default_instruction, device)
                 counted = s.tokens if s.gain is not None else 0
                 add = [s.loss * s.tokens, (s.gain or 0.0) * counted, s.tokens, counted]
-                sums[task] = sums.get(task, np.zeros(4)) + np.array(add)
-        if sums:
-            sums["all"] = sum(sums.values())
-        for task, (loss, gain, tokens, counted) in sums.items():
+                per_task = sums[condition]
+                per_task[task] = per_task.get(task, np.zeros(4)) + np.array(add)
+        if progress:
+            progress(f"{checkpoint}: {task} scored under {len(conditions)} condition(s)")
+    rows: list[ProbeRow] = []
+    for condition in conditions:
+        per_task = sums[condition]
+        if per_task:
+            per_task["all"] = sum(per_task.values())
+        for task, (loss, gain, tokens, counted) in per_task.items():
             rows.append(
                 ProbeRow(
                     str(checkpoint),
@@ -132,7 +138,7 @@ def probe_checkpoint(
                     int(tokens),
                 )
             )
-        if progress and sums:
+        if progress and per_task:
             r = rows[-1]
             progress(f"{checkpoint} {condition}: loss {r.loss:.3f} gain {r.gain:.3f}")
     return rows
