@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -143,8 +142,10 @@ def cluster(tmp_path_factory):
     ray.shutdown()
     c.shutdown()
     # The head recorded its address where a bare ray.init() looks for a running cluster
-    # (/tmp/ray/ray_current_cluster): later tests must start their own, not join a dead one.
-    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    # (<RAY_TMPDIR or /tmp>/ray/ray_current_cluster): later tests must start their own, not
+    # join a dead one.
+    tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"  # as Ray picks it
+    current = Path(tmp) / "ray" / "ray_current_cluster"
     if current.exists() and current.read_text().strip() == c.address:
         current.unlink()
 

@@ -305,6 +305,7 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
         # Two trials: one finished before the kill, one interrupted mid-run.
         "sweep.space={'model.steering.num_experts': [2, 4], 'model.steering.top_k': [1]}",
         "train.max_steps=8",  # long enough that the kill lands mid-trial
+        "train.num_workers=1",  # the two-worker runs are test_scaleout's
         "train.eval_every=2",
         "eval.datasets=[librivox]",
     ]
@@ -320,7 +321,7 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
         args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        reached = _wait_for(lambda: _reported(db, "sweep-tiny-001", 2), 420, first)
+        reached = _wait_for(lambda: _reported(db, "sweep-tiny-001", 2), 900, first)
         assert reached, (tmp_path / "first.log").read_text()[-3000:]
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the driver and its whole local Ray cluster
@@ -440,6 +441,7 @@ def test_tiny_optuna_sweep_draws_a_log_uniform_lr_under_its_real_key(ray_cluster
             # Two short trials keep the suite fast; evaluation and registration are the grid
             # test's part.
             "sweep.num_samples=2",
+            "sweep.max_concurrent_trials=2",
             "train.max_steps=2",
             "train.eval_every=1",
             "sweep.evaluate_best=false",
