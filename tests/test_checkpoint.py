@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from steermoe.config import ConfigError, load_config
 from steermoe.model import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from steermoe.model.checkpoint import (
     HEADER,
+    MODEL_DIR,
     TENSORS,
     checkpoint_config,
     inference_config,
@@ -145,6 +147,12 @@ def test_warm_start_checks_backbones(cache, trained):
 def test_local_checkpoint_resolves_folders_and_embedded_names(trained, tmp_path):
     _, _, path = trained
     assert local_checkpoint(str(path)) == path
+    run_checkpoint = tmp_path / "checkpoint_step0000200"  # as a training run writes it
+    shutil.copytree(path, run_checkpoint / MODEL_DIR)
+    (run_checkpoint / "train_state.json").write_text("{}")
+    assert local_checkpoint(run_checkpoint) == run_checkpoint / MODEL_DIR
+    with pytest.raises(CheckpointError, match="not a SteerMoE checkpoint"):
+        read_header(local_checkpoint(tmp_path))  # a folder with neither
     with pytest.raises(CheckpointError, match="checkpoint folder not found"):
         local_checkpoint(tmp_path / "nowhere")
     with pytest.raises(CheckpointError, match=r"embedded:nope: no such embedded checkpoint"):

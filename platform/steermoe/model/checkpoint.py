@@ -69,7 +69,8 @@ def save_checkpoint(
 
 
 def local_checkpoint(ref: str | Path) -> Path:
-    """Folder of checkpoint ``ref``: ``embedded:<name>`` or a folder path.
+    """Folder of checkpoint ``ref``: ``embedded:<name>`` or a folder path. A training run's
+    checkpoint folder (``checkpoint_step*``, the model under ``model/``) stands for its model.
 
     Raises:
         CheckpointError: unknown embedded name or missing folder.
@@ -87,6 +88,8 @@ def local_checkpoint(ref: str | Path) -> Path:
     folder = Path(text).expanduser()
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder not found: {folder}")
+    if not (folder / HEADER).is_file() and (folder / MODEL_DIR / HEADER).is_file():
+        return folder / MODEL_DIR
     return folder
 
 
