@@ -61,7 +61,9 @@ def test_steering_memorises_a_handful_of_real_clips(clips):
     assert sum(p.strip().lower() == t for p, t in zip(out.texts, targets)) >= 3, out.texts
 
 
-@pytest.mark.parametrize("name", ["reference", "reference-b", "reference-c"])  # b: serve.yaml's
+@pytest.mark.parametrize(
+    "name", ["reference", "reference-b", "reference-c", "reference-d"]
+)  # b: serve.yaml's
 def test_shipped_reference_checkpoint_loads_against_freshly_prepared_backbones(clips, name):
     """The embedded checkpoint names its backbones by file hashes: a machine that prepared
     them from the pinned packages must reproduce those hashes, or loading fails loudly."""
