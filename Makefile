@@ -19,7 +19,7 @@ format: venv
 	$(PY) -m ruff check --fix .
 
 test: venv backbones
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 tests
+	$(PY) -m pytest -q --durations=15 tests
 
 demo: venv backbones
 	$(PY) -m jobs.demo

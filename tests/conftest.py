@@ -25,7 +25,7 @@ if _worker and "RAY_TMPDIR" not in os.environ:
     _ray_tmp.mkdir(exist_ok=True)
     os.environ["RAY_TMPDIR"] = str(_ray_tmp)
 
-# The longest modules (by `make test --durations`), longest first: xdist hands out whole
+# Under xdist, the longest modules (by `make test --durations`) first: xdist hands out whole
 # files in collection order, so these start at once on both workers and the short ones fill
 # in behind them.
 LONGEST_FIRST = (
@@ -46,8 +46,9 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 
 def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
+    if _worker:
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
     if not torch.cuda.is_available():
         for item in items:

@@ -117,6 +117,7 @@ def cluster(tmp_path_factory):
     from ray.cluster_utils import Cluster
 
     cache = tmp_path_factory.mktemp("cache")
+    saved = os.environ.get("STEERMOE_CACHE")
     os.environ["STEERMOE_CACHE"] = str(cache)
     for name in ("tiny-random-whisper", "tiny-random-llm"):  # as `make backbones` would
         tiny.ensure(name, cache)
@@ -141,6 +142,10 @@ def cluster(tmp_path_factory):
     yield c
     ray.shutdown()
     c.shutdown()
+    if saved is None:  # later modules find the converted real backbones again
+        os.environ.pop("STEERMOE_CACHE", None)
+    else:
+        os.environ["STEERMOE_CACHE"] = saved
     # The head recorded its address where a bare ray.init() looks for a running cluster
     # (<RAY_TMPDIR or /tmp>/ray/ray_current_cluster): later tests must start their own, not
     # join a dead one.
