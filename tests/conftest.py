@@ -16,7 +16,7 @@ from steermoe import env  # noqa: E402
 
 env.apply_defaults(testing=True)
 
-# Under pytest-xdist (`make test` runs two workers) each worker keeps its Ray clusters in a
+# Under pytest-xdist (`pytest -n 2`, see the README) each worker keeps its Ray clusters in a
 # temp folder of its own: `ray start` records the cluster it started in
 # <RAY_TMPDIR>/ray/ray_current_cluster, and a bare ray.init() joins the cluster found there.
 _worker = os.environ.get("PYTEST_XDIST_WORKER")
