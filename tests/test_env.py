@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from steermoe import env
@@ -64,3 +66,17 @@ def test_a_local_cluster_avoids_a_held_dashboard_port_and_tells_its_helpers(home
     assert url == f"http://127.0.0.1:{port}"
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     assert local_ray_kwargs() == {"address": "127.0.0.1:6379"}
+
+
+def test_ray_temp_dir_follows_ray_tmpdir_then_tmpdir(monkeypatch, tmp_path):
+    import ray._common.utils as ray_utils
+
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    monkeypatch.delenv("TMPDIR", raising=False)
+    assert env.ray_temp_dir() == Path("/tmp/ray")
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "t"))
+    assert env.ray_temp_dir() == tmp_path / "t" / "ray"
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "r"))
+    assert env.ray_temp_dir() == tmp_path / "r" / "ray"
+    # The same folder Ray itself records its clusters and session logs in.
+    assert env.ray_temp_dir() == Path(ray_utils.get_default_ray_temp_dir())

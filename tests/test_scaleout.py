@@ -26,7 +26,7 @@ from synth_fixtures import write_suite
 from steermoe import tiny
 from steermoe import tracking as trk
 from steermoe.config import load_config
-from steermoe.env import free_port
+from steermoe.env import free_port, ray_temp_dir
 from steermoe.model import build_model, load_checkpoint
 from steermoe.model.checkpoint import checkpoint_config
 
@@ -117,40 +117,37 @@ def cluster(tmp_path_factory):
     from ray.cluster_utils import Cluster
 
     cache = tmp_path_factory.mktemp("cache")
-    saved = os.environ.get("STEERMOE_CACHE")
-    os.environ["STEERMOE_CACHE"] = str(cache)
-    for name in ("tiny-random-whisper", "tiny-random-llm"):  # as `make backbones` would
-        tiny.ensure(name, cache)
-    c = Cluster(
-        initialize_head=True,
-        connect=True,
-        head_node_args={
-            "num_cpus": 1,
-            "include_dashboard": True,
-            "dashboard_host": "127.0.0.1",
-            # Free ports: another local cluster may hold Ray's defaults.
-            "gcs_server_port": free_port(),
-            "dashboard_port": free_port(),
-            # A lost node is declared dead after 3 failed health checks 1 s apart (Ray's
-            # defaults: 5 checks 3 s apart, ~15 s of the recovery these tests wait for).
-            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
-        },
-    )
-    for _ in range(2):
-        c.add_node(num_cpus=1, resources={SLOT: 1})
-    c.wait_for_nodes()
-    yield c
-    ray.shutdown()
-    c.shutdown()
-    if saved is None:  # later modules find the converted real backbones again
-        os.environ.pop("STEERMOE_CACHE", None)
-    else:
-        os.environ["STEERMOE_CACHE"] = saved
-    # The head recorded its address where a bare ray.init() looks for a running cluster
-    # (<RAY_TMPDIR or /tmp>/ray/ray_current_cluster): later tests must start their own, not
-    # join a dead one.
-    tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"  # as Ray picks it
-    current = Path(tmp) / "ray" / "ray_current_cluster"
+    with pytest.MonkeyPatch.context() as mp:  # later modules find the real backbones again
+        mp.setenv("STEERMOE_CACHE", str(cache))
+        for name in ("tiny-random-whisper", "tiny-random-llm"):  # as `make backbones` would
+            tiny.ensure(name, cache)
+        c = Cluster(
+            initialize_head=True,
+            connect=True,
+            head_node_args={
+                "num_cpus": 1,
+                "include_dashboard": True,
+                "dashboard_host": "127.0.0.1",
+                # Free ports: another local cluster may hold Ray's defaults.
+                "gcs_server_port": free_port(),
+                "dashboard_port": free_port(),
+                # A lost node is declared dead after 3 failed health checks 1 s apart (Ray's
+                # defaults: 5 checks 3 s apart, ~15 s of the recovery these tests wait for).
+                "_system_config": {
+                    "health_check_period_ms": 1000,
+                    "health_check_failure_threshold": 3,
+                },
+            },
+        )
+        for _ in range(2):
+            c.add_node(num_cpus=1, resources={SLOT: 1})
+        c.wait_for_nodes()
+        yield c
+        ray.shutdown()
+        c.shutdown()
+    # The head recorded its address where a bare ray.init() looks for a running cluster:
+    # later tests must start their own, not join a dead one.
+    current = ray_temp_dir() / "ray_current_cluster"
     if current.exists() and current.read_text().strip() == c.address:
         current.unlink()
 

@@ -382,16 +382,12 @@ def test_tiny_sweep_survives_a_killed_driver_and_registers_a_champion(tmp_path):
 def ray_cluster(tmp_path_factory):
     import ray
 
-    cache = os.environ.get("STEERMOE_CACHE")
-    os.environ["STEERMOE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    # The dashboard (127.0.0.1) serves the state API Ray Train's controller polls.
-    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1")
-    yield
-    ray.shutdown()
-    if cache is None:
-        os.environ.pop("STEERMOE_CACHE", None)
-    else:
-        os.environ["STEERMOE_CACHE"] = cache
+    with pytest.MonkeyPatch.context() as mp:  # later modules find the real backbones again
+        mp.setenv("STEERMOE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        # The dashboard (127.0.0.1) serves the state API Ray Train's controller polls.
+        ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1")
+        yield
+        ray.shutdown()
 
 
 @pytest.mark.ray

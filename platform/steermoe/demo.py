@@ -27,7 +27,7 @@ from steermoe import tracking
 from steermoe.config import Config
 from steermoe.data.batches import data_root
 from steermoe.data.heldout import DatasetUnavailable, librivox, named_dataset
-from steermoe.env import ensure_ray_token, free_port
+from steermoe.env import ensure_ray_token, free_port, ray_temp_dir
 from steermoe.evaluate import score_row
 from steermoe.serve import client as api
 from steermoe.sweep import latest_parent, summary_rows
@@ -81,6 +81,7 @@ def run_demo(config: Config, config_path: str, overrides: list[str], *, root: Pa
         "PYTHONPATH": f"{root / 'platform'}:{root}",
     }
     keep = os.environ.get("DEMO_KEEP_SERVING") == "1"
+    ray_logs = ray_temp_dir() / "session_latest" / "logs"
     started = time.time()
     memory = MemoryWatch()
     cluster_started = False
@@ -119,7 +120,7 @@ def run_demo(config: Config, config_path: str, overrides: list[str], *, root: Pa
                 "--disable-usage-stats",
             ],
             env,
-            "/tmp/ray/session_latest/logs",
+            str(ray_logs),
             cwd=root,
         )
         cluster_started = True
@@ -158,7 +159,7 @@ def run_demo(config: Config, config_path: str, overrides: list[str], *, root: Pa
             "serve",
             [*submit, "jobs.serve", *common, "--no-block"],
             env,
-            f"ray job logs --address {dashboard}; /tmp/ray/session_latest/logs/serve",
+            f"ray job logs --address {dashboard}; {ray_logs / 'serve'}",
             cwd=root,
         )
 
@@ -166,9 +167,7 @@ def run_demo(config: Config, config_path: str, overrides: list[str], *, root: Pa
         try:
             ask_all(f"http://{config.serve.host}:{config.serve.port}/v1", config)
         except Exception as exc:
-            raise StageError(
-                "requests", f"{exc!r}; logs: /tmp/ray/session_latest/logs/serve"
-            ) from None
+            raise StageError("requests", f"{exc!r}; logs: {ray_logs / 'serve'}") from None
 
         stage("6/6 summary")
         report = summary(uri, config)
@@ -253,7 +252,7 @@ def stop_cluster(gcs_port: int, *, grace_s: float = 10.0) -> int:
             p.kill()
     psutil.wait_procs(alive, timeout=grace_s)
     # `ray start` recorded the cluster for `ray.init(address="auto")`; forget it if it is ours.
-    current = Path("/tmp/ray/ray_current_cluster")
+    current = ray_temp_dir() / "ray_current_cluster"
     if current.exists() and current.read_text().strip().endswith(f":{gcs_port}"):
         current.unlink(missing_ok=True)
     return len(found)

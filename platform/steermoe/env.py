@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 DEFAULTS: dict[str, str] = {
@@ -119,6 +120,15 @@ def ensure_ray_token() -> Path | None:
             flush=True,
         )
     return path
+
+
+def ray_temp_dir() -> Path:
+    """Where local Ray clusters keep their sessions and logs, as Ray itself decides it:
+    ``$RAY_TMPDIR/ray``, else (on Linux) ``$TMPDIR/ray``, else ``/tmp/ray``."""
+    base = os.environ.get("RAY_TMPDIR")
+    if not base and sys.platform.startswith("linux"):
+        base = os.environ.get("TMPDIR")
+    return Path(base or "/tmp") / "ray"
 
 
 def free_port(preferred: int = 0) -> int:
