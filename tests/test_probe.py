@@ -62,7 +62,12 @@ def test_probe_scores_each_condition_and_channels_change_what_the_model_hears(se
         ("band-4k", "asr"),
         ("band-4k", "all"),
     ]  # a condition named twice is scored once
-    assert len(lines) == 3  # one per task, one per condition
+    # One line per batch of 3 (all conditions scored), then one per condition.
+    assert [line.split(": ", 1)[1].split(" (")[0] for line in lines[:2]] == [
+        "3/5 clips",
+        "5/5 clips",
+    ]
+    assert len(lines) == 4 and "band-4k: loss" in lines[3]
     clean, band = by["clean", "all"], by["band-4k", "all"]
     again = probe_checkpoint(path, config, ["clean"])[-1]
     assert clean.tokens == band.tokens > 0

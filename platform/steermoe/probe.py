@@ -10,6 +10,7 @@ LibriVox in rooms).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,7 @@ def probe_checkpoint(
     bs = config.train.batch_size
     # condition -> task -> [loss x tokens, gain x tokens, tokens, tokens of batches with a gain]
     sums: dict[str, dict[str, np.ndarray]] = {c: {} for c in conditions}
+    done, started = 0, time.perf_counter()
     for task, indexed in sorted(by_task.items()):
         for start in range(0, len(indexed), bs):
             part = indexed[start : start + bs]
@@ -120,8 +122,12 @@ def probe_checkpoint(
                 add = [s.loss * s.tokens, (s.gain or 0.0) * counted, s.tokens, counted]
                 per_task = sums[condition]
                 per_task[task] = per_task.get(task, np.zeros(4)) + np.array(add)
-        if progress:
-            progress(f"{checkpoint}: {task} scored under {len(conditions)} condition(s)")
+            done += len(part)
+            if progress:
+                progress(
+                    f"{checkpoint}: {done}/{len(examples)} clips ({task}) scored under "
+                    f"{len(conditions)} condition(s), {time.perf_counter() - started:.0f} s"
+                )
     rows: list[ProbeRow] = []
     for condition in conditions:
         per_task = sums[condition]
