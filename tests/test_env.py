@@ -80,3 +80,47 @@ def test_ray_temp_dir_follows_ray_tmpdir_then_tmpdir(monkeypatch, tmp_path):
     assert env.ray_temp_dir() == tmp_path / "r" / "ray"
     # The same folder Ray itself records its clusters and session logs in.
     assert env.ray_temp_dir() == Path(ray_utils.get_default_ray_temp_dir())
+
+
+def test_a_local_cluster_that_times_out_on_start_is_cleaned_up_and_tried_again(
+    home, monkeypatch, capsys
+):
+    import subprocess
+    import time
+
+    import ray
+
+    from steermoe.train import run
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    bystander = subprocess.Popen(["sleep", "60"])  # this process's, from before the start
+    time.sleep(2.5)  # process start times are known to about a second
+    spawned, calls = [], []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:  # what a node that missed Ray's 30 s leaves behind
+            spawned.append(subprocess.Popen(["sleep", "60"]))
+            raise Exception("The current node timed out during startup. This could happen ...")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    try:
+        run.start_local_ray()
+        assert len(calls) == 2 and calls[1]["dashboard_host"] == "127.0.0.1"
+        assert spawned[0].wait(timeout=10) is not None  # ended before the second try
+        assert bystander.poll() is None  # older children are not the failed start's
+        assert "trying again (2/3)" in capsys.readouterr().out
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+    def broken(**kwargs):
+        calls.append(kwargs)
+        raise ValueError("address 127.0.0.1:1 is not a Ray cluster")
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", broken)
+    with pytest.raises(ValueError, match="not a Ray cluster"):
+        run.start_local_ray()
+    assert len(calls) == 1  # only the start-up timeout is retried

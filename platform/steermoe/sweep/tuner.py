@@ -24,8 +24,8 @@ from steermoe.sweep.space import OptunaSpace, expand, random_space, search_space
 from steermoe.train.run import (
     build_trainer,
     check_init_from,
-    local_ray_kwargs,
     recover_torn_snapshot,
+    start_local_ray,
 )
 
 
@@ -278,7 +278,7 @@ def run_sweep(config: Config, *, resume: bool = False, fresh: bool = False) -> S
         flush=True,
     )
     if not ray.is_initialized():
-        ray.init(**local_ray_kwargs())
+        start_local_ray()
 
     if resume:
         if not tune.Tuner.can_restore(str(path)):

@@ -7,6 +7,7 @@ output folder and logs both as MLflow artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -143,7 +144,7 @@ def run(config: Config, *, output_dir: str | Path | None = None) -> TrainResult:
     print(f"[train] MLflow run {run_id} in {uri}", flush=True)
 
     if not ray.is_initialized():
-        ray.init(**local_ray_kwargs())
+        start_local_ray()
     config = recover_torn_snapshot(config)
     start = time.perf_counter()
     report = trk.make_report_callback(uri, run_id, retry_s=config.mlflow.retry_s)
@@ -197,6 +198,43 @@ def local_ray_kwargs() -> dict:
         "dashboard_port": port,
         "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
     }
+
+
+# Ray gives a new local node a fixed 30 s to register (ray/_private/node.py); on a machine
+# busy with a training run that can pass, and a second try usually succeeds.
+_STARTUP_TIMEOUT = "timed out during startup"
+
+
+def start_local_ray(attempts: int = 3) -> None:
+    """``ray.init`` with :func:`local_ray_kwargs`, retried when the local node times out.
+
+    A try that timed out leaves the processes it spawned running (Ray keeps no handle on
+    them); those started by this process since the try began are ended before the next.
+    Any other error, or the last timeout, is raised as is.
+    """
+    import psutil
+    import ray
+
+    me = psutil.Process()
+    for attempt in range(1, attempts + 1):
+        began = time.time()
+        try:
+            ray.init(**local_ray_kwargs())
+            return
+        except Exception as exc:
+            if _STARTUP_TIMEOUT not in str(exc) or attempt == attempts:
+                raise
+            print(
+                f"[ray] the local cluster did not start in time ({exc}); "
+                f"trying again ({attempt + 1}/{attempts})",
+                flush=True,
+            )
+            ray.shutdown()
+            spawned = [p for p in me.children(recursive=True) if p.create_time() >= began - 1]
+            for p in spawned:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
+            psutil.wait_procs(spawned, timeout=10)
 
 
 def kept_checkpoints(config: Config) -> dict[int, Path]:
