@@ -94,3 +94,13 @@ def test_keep_metric_ranks_the_checkpoints_ray_keeps():
     assert kept.checkpoint_score_order == "min"
     with pytest.raises(ValueError, match="keep_metric"):
         load_config(None, [*TINY, "train.keep_metric=loss"])
+
+
+def test_training_workers_print_each_progress_line_once():
+    """Ray Train would send a worker's ``print`` both to its logger and to the wrapped
+    stdout, so every ``[train] step`` line reached the console twice; its workers keep the
+    plain ``print``."""
+    from steermoe.train.run import build_trainer
+
+    worker_env = build_trainer(load_config(None, TINY)).run_config.worker_runtime_env
+    assert worker_env["env_vars"]["RAY_TRAIN_ENABLE_PRINT_PATCH"] == "0"

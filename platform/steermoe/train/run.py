@@ -98,7 +98,12 @@ def recover_torn_snapshot(config: Config) -> Config:
 
 
 def build_trainer(config: Config, *, callbacks: list | None = None):
-    """The ``TorchTrainer`` for ``config``; every worker gets the config as a plain dict."""
+    """The ``TorchTrainer`` for ``config``; every worker gets the config as a plain dict.
+
+    Ray Train's workers send ``print`` to its logger and, since a Ray worker's stdout is a
+    wrapper, to stdout as well: every progress line would reach the console twice. The
+    workers keep the plain ``print``; their output is still in the session's worker logs.
+    """
     # heavy: Ray is imported only when a trainer is actually built
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -126,6 +131,7 @@ def build_trainer(config: Config, *, callbacks: list | None = None):
                 checkpoint_score_order=t.keep_mode,
             ),
             callbacks=callbacks or [],
+            worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
         ),
     )
 
