@@ -96,7 +96,7 @@ def test_keep_metric_ranks_the_checkpoints_ray_keeps():
         load_config(None, [*TINY, "train.keep_metric=loss"])
 
 
-def test_training_workers_print_each_progress_line_once():
+def test_training_workers_keep_the_plain_print():
     """Ray Train would send a worker's ``print`` both to its logger and to the wrapped
     stdout, so every ``[train] step`` line reached the console twice; its workers keep the
     plain ``print``."""
