@@ -187,3 +187,16 @@ def test_parse_hf_spec():
     )
     assert parse_hf_spec("/data/my_ds") == ("/data/my_ds", None)
     assert parse_hf_spec("user/ds:validation[:10]") == ("user/ds", "validation[:10]")
+
+
+def test_a_split_logs_one_summary_line_per_manifest(tmp_path, caplog):
+    from synth_fixtures import write_suite
+
+    from steermoe.config import load_config
+    from steermoe.data.batches import load_split
+
+    root = write_suite(tmp_path / "data", n_train=5, n_val=2)
+    config = load_config(None, [f"data.root={root}", "data.train=[asr/train.jsonl]"])
+    with caplog.at_level("INFO", logger="steermoe.data"):
+        assert len(load_split(config, "train")) == 5
+    assert [r.getMessage() for r in caplog.records] == ["asr/train.jsonl: 5 loaded, 0 skipped"]

@@ -42,7 +42,7 @@ def load_split(config: Config, split: str, *, max_s: float | None = None) -> lis
     out: list[Example] = []
     for spec in specs:
         try:
-            examples, report = load_examples(
+            examples, _ = load_examples(
                 spec,
                 root=root,
                 tasks=d.tasks,
@@ -55,8 +55,7 @@ def load_split(config: Config, split: str, *, max_s: float | None = None) -> lis
                 f"data.{split}: {spec!r} not found under {root} ({exc}); "
                 f"build the data first: python -m jobs.build_data jobs/configs/data_tiny.yaml"
             ) from None
-        log.info(report.summary())
-        out.extend(examples)
+        out.extend(examples)  # load_examples has logged its summary line
     if split == "train" and d.max_train_examples:
         out = out[: d.max_train_examples]
     if not out:
