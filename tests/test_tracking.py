@@ -63,6 +63,22 @@ def test_config_is_logged_as_flat_params_with_the_space_as_json(tmp_path):
     assert json.loads(params["sweep.space"])["model.steering.num_experts"] == [2, 4]
 
 
+def test_a_continued_run_keeps_its_first_params_and_tags_the_changed_settings(tmp_path):
+    c = trk.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = trk.experiment_id(c, "t")
+    run_id = trk.find_or_create_run(c, exp, "run")
+    assert trk.log_config(c, run_id, load_config(None, ["train.max_steps=300"])) == {}
+    c.set_terminated(run_id, status="KILLED")  # the driver died; the command is run again
+    again = trk.find_or_create_run(c, exp, "run")
+    assert again == run_id
+    changed = trk.log_config(c, again, load_config(None, ["train.max_steps=600"]))
+    assert changed == {"train.max_steps": ("300", "600")}
+    run = c.get_run(run_id)
+    assert run.data.params["train.max_steps"] == "300"
+    assert run.data.tags["continued.train.max_steps"] == "600"
+    assert not [k for k in run.data.tags if k.startswith("continued.") and "max_steps" not in k]
+
+
 def test_sqlite_artifacts_live_beside_the_database(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "..")  # not where the database is
     c = trk.client(f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}")

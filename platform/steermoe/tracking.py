@@ -151,21 +151,31 @@ def close_unfinished(c, exp_id: str, name: str) -> None:
             c.set_terminated(run.info.run_id, status="KILLED")
 
 
-def log_config(c, run_id: str, config: Config) -> None:
-    """Params = the resolved config, flattened (MLflow caps values at 6000 characters)."""
-    from mlflow.entities import Param  # heavy: see client()
+def log_config(c, run_id: str, config: Config) -> dict[str, tuple[str, str]]:
+    """Params = the resolved config, flattened (MLflow caps values at 6000 characters).
+
+    MLflow params never change, so a continued run keeps the ones of its first start. A
+    setting given a different value since (``train.max_steps=8000`` to train further) is
+    recorded as the tag ``continued.<key>`` holding its current value. Returns those
+    settings as ``{key: (first value, current value)}``.
+    """
+    from mlflow.entities import Param, RunTag  # heavy: see client()
 
     existing = c.get_run(run_id).data.params
     data = to_dict(config)
     # Search-space keys are dotted paths themselves: keep the space as one JSON param.
     data["sweep"]["space"] = json.dumps(data["sweep"]["space"])
-    params = [
-        Param(k, json.dumps(v) if not isinstance(v, str) else v)
-        for k, v in flatten(data).items()
-        if k not in existing
-    ]
+    flat = {
+        k: (v if isinstance(v, str) else json.dumps(v))[:6000] for k, v in flatten(data).items()
+    }
+    params = [Param(k, v) for k, v in flat.items() if k not in existing]
     for i in range(0, len(params), 100):
-        c.log_batch(run_id, params=[Param(p.key, p.value[:6000]) for p in params[i : i + 100]])
+        c.log_batch(run_id, params=params[i : i + 100])
+    changed = {k: (existing[k], v) for k, v in flat.items() if k in existing and existing[k] != v}
+    tags = [RunTag(f"continued.{k}", now) for k, (_, now) in changed.items()]
+    for i in range(0, len(tags), 100):
+        c.log_batch(run_id, tags=tags[i : i + 100])
+    return changed
 
 
 def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -146,8 +146,15 @@ def run(config: Config, *, output_dir: str | Path | None = None) -> TrainResult:
     c = trk.client(uri)
     exp = trk.experiment_id(c, config.mlflow.experiment)
     run_id = trk.find_or_create_run(c, exp, config.train.name, tags={"steermoe.kind": "train"})
-    trk.log_config(c, run_id, config)
+    changed = trk.log_config(c, run_id, config)
     print(f"[train] MLflow run {run_id} in {uri}", flush=True)
+    if changed:
+        print(
+            "[train] continuing it with settings changed since its first start "
+            "(tags continued.<key>): "
+            + ", ".join(f"{k} {first} -> {now}" for k, (first, now) in changed.items()),
+            flush=True,
+        )
 
     if not ray.is_initialized():
         start_local_ray()
