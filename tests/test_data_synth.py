@@ -131,6 +131,18 @@ def test_other_seed_changes_the_build(tmp_path):
     assert [j.text for j in jobs7] != [j.text for j in jobs0]
 
 
+def test_kokoro_in_training_leaves_validation_and_test_as_they_were(tmp_path):
+    def jobs(*extra):
+        config = load_build_config(None, [*TINY, f"out={tmp_path}", *extra])
+        return plan(config, _voices(config, BuildReport(out="")))
+
+    before, after = jobs(), jobs("engines.kokoro=0.4")
+    assert [j for j in after if j.split != "train"] == [j for j in before if j.split != "train"]
+    train = [j for j in after if j.split == "train" and j.voice]
+    assert {j.engine for j in train} >= {"kokoro", "espeak"}
+    assert not any(j.engine == "kokoro" for j in before)
+
+
 @pytest.mark.slow  # synthesises speech: ~10-20 s on a shared 2-core box
 def test_incremental_rebuild_skips_valid_files(built):
     out, first = built

@@ -72,6 +72,7 @@ FALLBACK: dict[str, str] = {
     "EngineWeights.piper": "Piper neural TTS (most natural, slowest).",
     "EngineWeights.flite": "Debian flite voices (awb, rms, slt, kal, kal16).",
     "EngineWeights.espeak": "Debian espeak-ng voices and accents (fastest).",
+    "EngineWeights.kokoro": "Kokoro-82M neural voices (Japanese speakers reading English; off).",
     "BuildConfig.snr_db": "SNR range in dB of the background noise (see `noise_prob`).",
     "BuildConfig.asr": "The ASR suite (spoken sentences).",
     "BuildConfig.aqa": "The audio question-answering suite.",

@@ -48,7 +48,7 @@ class Job:
     filename: str  # relative to <out>/<suite>
     text: str | None  # spoken text (None for tone clips)
     voice: str | None  # voice id (None for tone clips)
-    engine: str  # piper | flite | espeak | tones
+    engine: str  # piper | flite | espeak | kokoro | tones
     speed: float
     pitch: float
     tones: dict[str, Any] | None

@@ -60,6 +60,7 @@ class EngineWeights(_Strict):
     piper: float = Field(default=0.3, ge=0)
     flite: float = Field(default=0.2, ge=0)
     espeak: float = Field(default=0.5, ge=0)
+    kokoro: float = Field(default=0.0, ge=0)
 
 
 class VoiceSplits(_Strict):

