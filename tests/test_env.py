@@ -68,6 +68,28 @@ def test_a_local_cluster_avoids_a_held_dashboard_port_and_tells_its_helpers(home
     assert local_ray_kwargs() == {"address": "127.0.0.1:6379"}
 
 
+@pytest.mark.parametrize("address_env", [None, ""])
+def test_a_local_cluster_is_its_own_not_the_one_ray_start_recorded(
+    home, monkeypatch, tmp_path, address_env
+):
+    from ray._private import services
+
+    from steermoe.train.run import local_ray_kwargs
+
+    if address_env is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", address_env)  # Ray reads "" as unset too
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    # What `ray start --head` (the demo's cluster, say) leaves for a bare ray.init() to join.
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:6390")
+    assert services.canonicalize_bootstrap_address(None, str(tmp_path / "ray")) == "127.0.0.1:6390"
+    address = local_ray_kwargs()["address"]
+    # Ray's own resolver: None means "start a new local cluster".
+    assert services.canonicalize_bootstrap_address(address, str(tmp_path / "ray")) is None
+
+
 def test_ray_temp_dir_follows_ray_tmpdir_then_tmpdir(monkeypatch, tmp_path):
     import ray._common.utils as ray_utils
 

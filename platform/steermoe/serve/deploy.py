@@ -26,9 +26,10 @@ def connect_ray(*, num_cpus: int | None = None) -> bool:
         ray.init(address="auto")
         return False
     # env.apply_defaults() sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: a local node stays on
-    # 127.0.0.1 (dashboard included), and Ray's token authentication stays on.
+    # 127.0.0.1 (dashboard included), and Ray's token authentication stays on. "local": a
+    # cluster of its own, not one `ray start` recorded on the machine.
     env.ensure_ray_token()
-    ray.init(num_cpus=num_cpus, include_dashboard=False)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
     return True
 
 

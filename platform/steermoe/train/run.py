@@ -200,12 +200,17 @@ def local_ray_kwargs() -> dict:
     the state API that Ray Train's helpers poll (its controller, its placement-group
     cleaner); they are told its address, since with several local clusters on the machine
     they would otherwise fail to find "the" cluster and take a live run for dead.
+
+    Without ``$RAY_ADDRESS`` the cluster is always a new one of this job's own: a bare
+    ``ray.init()`` would join whatever ``ray start`` last recorded on the machine (another
+    user's cluster, or ``make demo``'s, which ends it when the demo stops).
     """
     if os.environ.get("RAY_ADDRESS"):
         return {"address": os.environ["RAY_ADDRESS"]}
     env.ensure_ray_token()
     port = env.free_port(8265)
     return {
+        "address": "local",
         "include_dashboard": True,
         "dashboard_host": "127.0.0.1",
         "dashboard_port": port,
