@@ -62,7 +62,16 @@ def test_steering_memorises_a_handful_of_real_clips(clips):
 
 
 @pytest.mark.parametrize(
-    "name", ["reference", "reference-b", "reference-c", "reference-d", "reference-e", "reference-f"]
+    "name",
+    [
+        "reference",
+        "reference-b",
+        "reference-c",
+        "reference-d",
+        "reference-e",
+        "reference-f",
+        "reference-g",
+    ],
 )  # b: serve.yaml's
 def test_shipped_reference_checkpoint_loads_against_freshly_prepared_backbones(clips, name):
     """The embedded checkpoint names its backbones by file hashes: a machine that prepared
