@@ -118,6 +118,65 @@ def test_missing_file_and_bad_override_syntax(tmp_path):
         load_config(None, ["model.encoder=whisper-base", "model.encoder.x=1"])
 
 
+def test_a_file_holds_only_its_differences_from_its_base(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "root.yaml").write_text(
+        "model: {steering: {num_experts: 8, top_k: 2}, num_threads: 2}\n"
+        "train:\n  max_steps: 40\n  optim: {lr_steering: 5.0e-3, warmup_steps: 7}\n"
+        "  curriculum:\n    - {steps: 10, tasks: [asr]}\n    - {tasks: [asr, aqa, fc]}\n"
+    )
+    (tmp_path / "runs" / "middle.yaml").write_text(
+        "base: ../root.yaml\nmodel: {steering: {top_k: null}}\ntrain: {optim: {warmup_steps: 3}}\n"
+    )
+    (tmp_path / "runs" / "leaf.yaml").write_text(
+        "base: middle.yaml\ntrain: {max_steps: 90, curriculum: []}\n"
+    )
+    middle = load_config(tmp_path / "runs" / "middle.yaml")
+    leaf = load_config(tmp_path / "runs" / "leaf.yaml", ["train.optim.lr_router=2.0e-4"])
+    # Mappings merge key by key through the chain ...
+    assert middle.model.steering.num_experts == leaf.model.steering.num_experts == 8
+    assert middle.model.steering.top_k is None and leaf.model.num_threads == 2
+    assert (leaf.train.optim.lr_steering, leaf.train.optim.warmup_steps) == (5.0e-3, 3)
+    assert leaf.train.optim.lr_router == 2.0e-4 and leaf.train.max_steps == 90
+    # ... and any other value replaces the base's: a list is not appended to.
+    assert len(middle.train.curriculum) == 2 and leaf.train.curriculum == ()
+
+
+def test_a_bad_base_fails_naming_the_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"chain returns to a file already in it: .*a\.yaml -> "):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: base: file not found: .*nowhere\.yaml"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: [a.yaml]\n")
+    with pytest.raises(ConfigError, match=r"d\.yaml: base: must name a YAML file"):
+        load_config(tmp_path / "d.yaml")
+    (tmp_path / "f.yaml").write_text("train: {max_steps: 5}\n")
+    (tmp_path / "e.yaml").write_text("base: f.yaml\nmodel: {steering: {nope: 1}}\n")
+    with pytest.raises(ConfigError, match=r"model\.steering\.nope: unknown key"):
+        load_config(tmp_path / "e.yaml")
+
+
+def test_the_reference_chain_resolves_to_each_runs_recipe():
+    configs = CONFIGS[0].parent
+    g = load_config(configs / "reference_g.yaml")
+    f = load_config(configs / "reference_f.yaml")
+    assert (g.train.name, g.train.init_from, g.data.root) == (
+        "reference-g",
+        "embedded:reference-f",
+        "reference-k",
+    )
+    # Inherited through five files: reference-b's z-loss and reference-d's channel augmentation.
+    assert g.model.steering.z_loss_weight == 1.0e-3 and g.data.augment.reverb_prob == 0.3
+    assert g.train.curriculum == () and [s.tasks for s in f.train.curriculum] == [
+        ("asr",),
+        ("asr", "aqa", "fc"),
+    ]
+    assert (g.train.optim.warmup_steps, g.train.optim.lr_steering) == (20, 1.5e-3)
+
+
 def _validate_any(path: Path) -> None:
     if path.name.startswith("data_"):
         load_build_config(path)

@@ -1,9 +1,10 @@
 """One typed, strict, frozen configuration tree for every job.
 
-YAML files hold values only; ``load_config(path, overrides)`` reads one, applies
-``key.sub=value`` overrides and validates the whole tree before any work starts. Unknown keys,
-wrong types and impossible values raise :class:`ConfigError` naming the key path, e.g.
-``model.steering.top_k: must be <= num_experts (4), got 8``. Values are never silently repaired.
+YAML files hold values only (a file may build on another with ``base: other.yaml``);
+``load_config(path, overrides)`` reads one, applies ``key.sub=value`` overrides and validates
+the whole tree before any work starts. Unknown keys, wrong types and impossible values raise
+:class:`ConfigError` naming the key path, e.g. ``model.steering.top_k: must be <= num_experts
+(4), got 8``. Values are never silently repaired.
 """
 
 from __future__ import annotations
@@ -706,28 +707,58 @@ def validate(data: Mapping[str, Any]) -> Config:
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML config (or start from defaults), apply overrides and validate.
 
+    A file may name another with a top-level ``base: other.yaml`` (relative to its own
+    folder): it then holds only its differences. Mappings merge key by key over the base's;
+    any other value (a list included) replaces the base's. Bases may chain.
+
     Args:
         path: YAML file; ``None`` starts from the built-in defaults.
         overrides: ``key.sub=value`` strings; values are parsed as YAML scalars/lists.
 
     Raises:
-        ConfigError: unreadable file, unknown key, wrong type or impossible value.
+        ConfigError: unreadable file, unknown key, wrong type or impossible value, a base
+            that is missing or names a file already in the chain.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping, got {type(loaded).__name__}")
-        data = loaded
+    data = _read_layers(Path(path), ()) if path is not None else {}
     return validate(apply_overrides(data, overrides))
+
+
+def _read_layers(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """One YAML file with its ``base:`` chain merged under it."""
+    if not path.is_file():
+        if chain:
+            raise ConfigError(f"{chain[-1]}: base: file not found: {path}")
+        raise ConfigError(f"config file not found: {path}")
+    resolved = path.resolve()
+    if resolved in {c.resolve() for c in chain}:
+        cycle = " -> ".join(str(c) for c in (*chain, path))
+        raise ConfigError(f"base: the chain returns to a file already in it: {cycle}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+    if "base" not in loaded:
+        return loaded
+    base = loaded.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base: must name a YAML file, got {base!r}")
+    under = _read_layers(path.parent / base, (*chain, path))
+    return _merge(under, loaded)
+
+
+def _merge(under: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``under``: mappings merge recursively, anything else replaces."""
+    out = copy.deepcopy(dict(under))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def to_dict(config: Config) -> dict[str, Any]:

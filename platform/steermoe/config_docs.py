@@ -286,6 +286,12 @@ python -m jobs.sweep jobs/configs/sweep_tiny.yaml 'sweep.space={model.steering.n
 ```
 
 A YAML file holds values only, and only the keys it changes: every key below has a default.
+A file may also build on another: a top-level `base: other.yaml` (relative to the file's own
+folder) reads that file first, and this one then holds only its differences. Mappings merge
+key by key; any other value, a list included, replaces the base's (`curriculum: []` clears a
+base's curriculum). Bases may chain, as the reference runs do (`reference_g.yaml` ->
+`reference_f.yaml` -> ... -> `reference.yaml`); a missing base or a chain that comes back to a
+file already in it stops the job with the files named.
 Override values are parsed as YAML (`null`, `true`, `[1, 2]`, `{a: 1}`). The tree is strict
 and frozen: an unknown key, a wrong type or an impossible value stops the job before any work
 starts, with the key path named (exit status 2). These messages are produced by the code when
