@@ -90,6 +90,31 @@ def test_a_local_cluster_is_its_own_not_the_one_ray_start_recorded(
     assert services.canonicalize_bootstrap_address(address, str(tmp_path / "ray")) is None
 
 
+@pytest.mark.parametrize("address_env", [None, ""])
+def test_serves_local_cluster_is_its_own_too(home, monkeypatch, tmp_path, address_env):
+    import ray
+    from ray._private import services
+
+    from steermoe.serve.deploy import connect_ray
+
+    if address_env is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", address_env)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:6390")
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    assert connect_ray(num_cpus=2) is True  # it started the cluster, so it owns it
+    ((kwargs,),) = [calls]
+    assert kwargs["num_cpus"] == 2
+    assert services.canonicalize_bootstrap_address(kwargs["address"], str(tmp_path / "ray")) is None
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6390")
+    assert connect_ray() is False and calls[-1] == {"address": "auto"}
+
+
 def test_ray_temp_dir_follows_ray_tmpdir_then_tmpdir(monkeypatch, tmp_path):
     import ray._common.utils as ray_utils
 
