@@ -11,8 +11,9 @@ Against a running cluster (token auth on; see README)::
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
         python -m jobs.sweep jobs/configs/sweep.yaml
 
-Resume a sweep whose driver died (finished trials are kept, unfinished ones continue from
-their last checkpoint)::
+Resume a sweep whose driver died or was interrupted with Ctrl+C (finished trials are kept,
+unfinished ones continue from their last checkpoint; an interrupted sweep registers nothing
+and exits with status 130)::
 
     python -m jobs.sweep jobs/configs/sweep.yaml --resume
 
@@ -51,7 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     for t in result.trials:
         value = t.metrics.get(config.sweep.metric, float("nan"))
         status = "error" if t.error else ("stopped (ASHA)" if t.stopped_early else "finished")
+        status = "interrupted" if t.interrupted else status
         print(f"{t.name:<18}{t.overrides!s:<52}{value:>10.4g}{t.steps:>7}  {status}")
+    if result.interrupted:
+        given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--fresh"]
+        again = " ".join(["python -m jobs.sweep", *given, *([] if args.resume else ["--resume"])])
+        print(
+            f"error: the sweep was interrupted before {', '.join(result.interrupted)} "
+            f"finished; nothing was registered. Continue it with:\n  {again}",
+            file=sys.stderr,
+        )
+        return 130
     if not any(t.error is None for t in result.trials):
         print("error: every trial failed; see the trial errors above", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -467,3 +468,47 @@ def test_tiny_optuna_sweep_draws_a_log_uniform_lr_under_its_real_key(ray_cluster
         assert run.data.params[EXPERTS] == str(drawn[EXPERTS])
         assert json.loads(run.data.tags[f"space.{LR}"]) == pytest.approx(drawn[LR])
         assert "trial" not in run.data.params
+
+
+@pytest.mark.ray
+def test_an_interrupted_sweep_leaves_its_trials_unfinished_not_stopped(
+    ray_cluster, tmp_path, monkeypatch
+):
+    from ray import tune
+
+    started = tmp_path / "started"
+
+    def runs_out(config):
+        tune.report({"val_loss": 1.0})
+
+    def runs_on(config):  # reports, then trains until something stops it
+        tune.report({"val_loss": 1.0})
+        started.touch()
+        time.sleep(300)
+
+    def sweep(name: str, fn) -> None:
+        monkeypatch.setattr(tuner, "trainable", lambda *_: tune.with_resources(fn, {"cpu": 0.01}))
+        cfg = space_config(
+            f"'{EXPERTS}': [2]",
+            "grid",
+            f"sweep.name={name}",
+            "sweep.metric=val_loss",
+            "sweep.asha.enabled=false",
+            f"train.storage_path={tmp_path}",
+        )
+        tuner.build_tuner(cfg, "parent", "uri").fit()
+
+    sweep("ran-out", runs_out)
+    assert tuner.unfinished_trials(tmp_path / "sweeps" / "ran-out") == []
+
+    def interrupt() -> None:  # Ctrl+C once the trial runs (Tune's handler is in place then)
+        deadline = time.time() + 240
+        while not started.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    begun = time.time()
+    sweep("interrupted", runs_on)
+    assert time.time() - begun < 240  # the interruption ended fit(), not the trial's sleep
+    assert tuner.unfinished_trials(tmp_path / "sweeps" / "interrupted") == ["interrupted-000"]

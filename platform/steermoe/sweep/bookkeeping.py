@@ -4,7 +4,7 @@ failed) with their final checkpoints as artifacts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ class TrialOutcome:
     stopped_early: bool
     error: str | None
     checkpoint: str | None
+    # Stopped by an interruption of the sweep (Ctrl+C), not by ASHA: --resume continues it.
+    interrupted: bool = False
 
 
 @dataclass
@@ -35,6 +37,8 @@ class SweepResult:
     trials: list[TrialOutcome]
     best: TrialOutcome | None
     tracking_uri: str
+    # Names of the trials an interruption left unfinished (empty when the sweep ran out).
+    interrupted: list[str] = field(default_factory=list)
 
 
 def collect(grid, c, parent: str, config: Config) -> list[TrialOutcome]:

@@ -239,6 +239,20 @@ def trainable(config: Config, parent_run_id: str, uri: str):
     )
 
 
+def unfinished_trials(path: Path) -> list[str]:
+    """The trials a sweep's saved Tune state holds as not yet ended: an interrupted sweep's.
+
+    Tune saves the experiment state one last time before it stops an interrupted run's
+    trials, which it then counts as terminated in memory; the saved state keeps them running
+    (read back as pending), while a sweep that ran out holds only terminated and errored ones.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    ended = {"TERMINATED", "ERROR"}
+    trials = ExperimentAnalysis(str(path)).trials
+    return sorted(Path(t.path).name for t in trials if t.status not in ended)
+
+
 def run_sweep(config: Config, *, resume: bool = False, fresh: bool = False) -> SweepResult:
     """Run (or resume) the sweep and record it in MLflow; returns every trial's outcome.
 
@@ -295,6 +309,13 @@ def run_sweep(config: Config, *, resume: bool = False, fresh: bool = False) -> S
     grid = tuner.fit()
 
     outcomes = collect(grid, c, parent, config)
+    unfinished = unfinished_trials(path)
+    if unfinished:
+        # Interrupted (Ctrl+C): the trials are neither finished nor stopped by ASHA. Their
+        # MLflow runs stay open and nothing is picked or registered; --resume continues them.
+        for o in outcomes:
+            o.interrupted = o.name in unfinished
+        return SweepResult(parent, outcomes, None, uri, interrupted=unfinished)
     best = pick_best(outcomes, config.sweep.metric, config.sweep.mode)
     for o in outcomes:
         if o.run_id:
