@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'trial':<18}{'overrides':<52}{config.sweep.metric:>10}{'steps':>7}  status")
     for t in result.trials:
         value = t.metrics.get(config.sweep.metric, float("nan"))
-        status = "error" if t.error else ("stopped (ASHA)" if t.stopped_early else "finished")
-        status = "interrupted" if t.interrupted else status
+        status = "error" if t.error else "interrupted" if t.interrupted else "finished"
+        status = "stopped (ASHA)" if status == "finished" and t.stopped_early else status
         print(f"{t.name:<18}{t.overrides!s:<52}{value:>10.4g}{t.steps:>7}  {status}")
     if result.interrupted:
         given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--fresh"]

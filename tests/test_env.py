@@ -68,6 +68,18 @@ def test_a_local_cluster_avoids_a_held_dashboard_port_and_tells_its_helpers(home
     assert local_ray_kwargs() == {"address": "127.0.0.1:6379"}
 
 
+def _record_a_cluster(monkeypatch, tmp_path, address_env: str | None) -> None:
+    """$RAY_ADDRESS unset or empty, and a cluster recorded as `ray start --head` (the demo's,
+    say) leaves it for a bare ray.init() to join."""
+    if address_env is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", address_env)  # Ray reads "" as unset too
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:6390")
+
+
 @pytest.mark.parametrize("address_env", [None, ""])
 def test_a_local_cluster_is_its_own_not_the_one_ray_start_recorded(
     home, monkeypatch, tmp_path, address_env
@@ -76,14 +88,7 @@ def test_a_local_cluster_is_its_own_not_the_one_ray_start_recorded(
 
     from steermoe.train.run import local_ray_kwargs
 
-    if address_env is None:
-        monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    else:
-        monkeypatch.setenv("RAY_ADDRESS", address_env)  # Ray reads "" as unset too
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-    (tmp_path / "ray").mkdir()
-    # What `ray start --head` (the demo's cluster, say) leaves for a bare ray.init() to join.
-    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:6390")
+    _record_a_cluster(monkeypatch, tmp_path, address_env)
     assert services.canonicalize_bootstrap_address(None, str(tmp_path / "ray")) == "127.0.0.1:6390"
     address = local_ray_kwargs()["address"]
     # Ray's own resolver: None means "start a new local cluster".
@@ -97,13 +102,7 @@ def test_serves_local_cluster_is_its_own_too(home, monkeypatch, tmp_path, addres
 
     from steermoe.serve.deploy import connect_ray
 
-    if address_env is None:
-        monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    else:
-        monkeypatch.setenv("RAY_ADDRESS", address_env)
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
-    (tmp_path / "ray").mkdir()
-    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:6390")
+    _record_a_cluster(monkeypatch, tmp_path, address_env)
     calls = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))

@@ -4,7 +4,7 @@ failed) with their final checkpoints as artifacts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,11 @@ class SweepResult:
     trials: list[TrialOutcome]
     best: TrialOutcome | None
     tracking_uri: str
-    # Names of the trials an interruption left unfinished (empty when the sweep ran out).
-    interrupted: list[str] = field(default_factory=list)
+
+    @property
+    def interrupted(self) -> list[str]:
+        """Names of the trials an interruption left unfinished (empty when it ran out)."""
+        return [t.name for t in self.trials if t.interrupted]
 
 
 def collect(grid, c, parent: str, config: Config) -> list[TrialOutcome]:

@@ -315,7 +315,7 @@ def run_sweep(config: Config, *, resume: bool = False, fresh: bool = False) -> S
         # MLflow runs stay open and nothing is picked or registered; --resume continues them.
         for o in outcomes:
             o.interrupted = o.name in unfinished
-        return SweepResult(parent, outcomes, None, uri, interrupted=unfinished)
+        return SweepResult(parent, outcomes, None, uri)
     best = pick_best(outcomes, config.sweep.metric, config.sweep.mode)
     for o in outcomes:
         if o.run_id:
