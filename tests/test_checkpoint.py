@@ -135,6 +135,29 @@ def test_warm_start_same_shapes_loads_everything(cache, trained):
     assert skipped == [] and set(loaded) == {n for n, _ in source.trainable_parameters()}
 
 
+def test_a_linear_checkpoint_warm_starts_the_linear_mlp_projector_exactly(cache, trained):
+    """The `linear_mlp` projector shares the linear map's tensors by name and its MLP branch
+    starts at zero: warm-started from a `linear` checkpoint it computes what that checkpoint
+    computes, and the branch then trains."""
+    _, source, path = trained
+    overrides = [*TINY, "model.steering.num_experts=3", "model.steering.top_k=2"]
+    target_cfg = load_config(None, [*overrides, "model.projector.kind=linear_mlp"])
+    target = build_model(target_cfg.model, cache_dir=cache, seed=5)
+    loaded, skipped = warm_start(target, path)
+    assert set(loaded) == {n for n, _ in source.trainable_parameters()}
+    assert skipped and all(n.startswith("projector.branch.") for n in skipped)
+    rng = np.random.default_rng(0)
+    audio = [(0.1 * rng.standard_normal(16000)).astype(np.float32) for _ in range(2)]
+    batch = source.collate(audio, ["x", "y"], ["hello", "world"])
+    with torch.no_grad():
+        want = source(batch)["loss"]
+    got = target(target.collate(audio, ["x", "y"], ["hello", "world"]))["loss"]
+    torch.testing.assert_close(got.detach(), want)
+    got.backward()
+    out_layer = target.trainable.projector.branch[-1].weight
+    assert out_layer.grad is not None and out_layer.grad.abs().sum() > 0
+
+
 def test_warm_start_checks_backbones(cache, trained):
     cfg, _, path = trained
     header = json.loads((path / HEADER).read_text())

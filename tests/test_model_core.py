@@ -240,6 +240,7 @@ def test_optimizer_groups_hold_exactly_the_trainable_parameters(cache):
     [
         (["model.steering.enabled=false"], False, "linear"),
         (["model.steering.enabled=false", "model.projector.kind=mlp"], False, "mlp"),
+        (["model.steering.enabled=false", "model.projector.kind=linear_mlp"], False, "linear_mlp"),
         (["model.steering.num_experts=1"], True, "linear"),
     ],
 )

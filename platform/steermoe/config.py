@@ -80,13 +80,15 @@ class SteeringConfig(_Strict):
 class ProjectorConfig(_Strict):
     """Temporal pooling plus projection from encoder width D to LLM width H."""
 
-    # `linear`: Linear(D -> H) (paper); `mlp`: Linear -> GELU -> Linear (Ultravox-style).
-    kind: Literal["linear", "mlp"] = "linear"
+    # `linear`: Linear(D -> H) (paper); `mlp`: Linear -> GELU -> Linear (Ultravox-style);
+    # `linear_mlp`: the linear map plus an MLP branch whose output layer starts at zero, so a
+    # `linear` checkpoint warm-starts it exactly and the branch adds capacity as it trains.
+    kind: Literal["linear", "mlp", "linear_mlp"] = "linear"
     # Pooling over time before projection.
     pool: Literal["avg", "max"] = "avg"
     # Pooling stride S (4 turns Whisper's 50 Hz into 12.5 Hz).
     stride: int = Field(default=4, ge=1, le=64)
-    # Hidden width of the `mlp` projector; null = the LLM width.
+    # Hidden width of the `mlp` projector and the `linear_mlp` branch; null = the LLM width.
     hidden_size: int | None = Field(default=None, ge=1)
     # Output norm: `rms` = RMSNorm with a learned gain initialised to the RMS of the LLM's
     # text embeddings, so audio tokens enter the LLM at its own scale from step 0; `none`.

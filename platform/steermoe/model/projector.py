@@ -13,14 +13,17 @@ from torch import nn
 
 
 class Projector(nn.Module):
-    """Pool over time by ``stride`` (avg or max), then Linear(D -> H) or a 2-layer MLP.
+    """Pool over time by ``stride`` (avg or max), then Linear(D -> H), a 2-layer MLP, or both.
 
     Args:
         in_dim: encoder width D.
         out_dim: LLM width H.
         stride: pooling stride S (4: 50 Hz -> 12.5 Hz).
         pool: ``avg`` or ``max``.
-        kind: ``linear`` (paper) or ``mlp`` (Linear -> GELU -> Linear, Ultravox-style).
+        kind: ``linear`` (paper), ``mlp`` (Linear -> GELU -> Linear, Ultravox-style) or
+            ``linear_mlp``: the linear map plus an MLP branch whose output layer starts at
+            zero, so it starts as exactly the ``linear`` projector (whose tensors it shares by
+            name: a ``linear`` checkpoint warm-starts it) and adds capacity as it trains.
         hidden: MLP hidden width (default H).
         norm_gain: when given, an RMSNorm on the output whose learned gain starts at this
             value (the RMS of the LLM's text embeddings), so audio tokens enter the LLM at
@@ -34,7 +37,7 @@ class Projector(nn.Module):
         out_dim: int,
         stride: int = 4,
         pool: Literal["avg", "max"] = "avg",
-        kind: Literal["linear", "mlp"] = "linear",
+        kind: Literal["linear", "mlp", "linear_mlp"] = "linear",
         hidden: int | None = None,
         norm_gain: float | None = None,
     ) -> None:
@@ -42,13 +45,16 @@ class Projector(nn.Module):
         self.stride = stride
         self.pool = pool
         self.kind = kind
-        if kind == "linear":
-            self.net: nn.Module = nn.Linear(in_dim, out_dim)
+        hidden = hidden or out_dim
+        self.branch: nn.Module | None = None
+        if kind == "mlp":
+            self.net: nn.Module = _mlp(in_dim, hidden, out_dim)
         else:
-            hidden = hidden or out_dim
-            self.net = nn.Sequential(
-                nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
-            )
+            self.net = nn.Linear(in_dim, out_dim)
+        if kind == "linear_mlp":
+            self.branch = _mlp(in_dim, hidden, out_dim)
+            nn.init.zeros_(self.branch[-1].weight)
+            nn.init.zeros_(self.branch[-1].bias)
         self.norm: nn.Module | None = None
         if norm_gain is not None:
             self.norm = nn.RMSNorm(out_dim, eps=1e-6)
@@ -75,7 +81,14 @@ class Projector(nn.Module):
             pooled = torch.where(m.sum(2) > 0, pooled, torch.zeros_like(pooled))
         new_mask = m.squeeze(-1).amax(2) > 0  # B, T'/S
         dtype = next(self.net.parameters()).dtype  # fp32 master weights beside bf16 backbones
-        out = self.net(pooled.to(dtype))  # B, T/S, D -> B, T/S, H
+        pooled = pooled.to(dtype)
+        out = self.net(pooled)  # B, T/S, D -> B, T/S, H
+        if self.branch is not None:
+            out = out + self.branch(pooled)
         if self.norm is not None:
             out = self.norm(out)
         return out, new_mask
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
