@@ -177,6 +177,20 @@ def test_the_reference_chain_resolves_to_each_runs_recipe():
     assert (g.train.optim.warmup_steps, g.train.optim.lr_steering) == (20, 1.5e-3)
 
 
+def test_a_data_build_config_builds_on_its_base_too(tmp_path):
+    configs = CONFIGS[0].parent
+    plain = load_build_config(configs / "data_reference.yaml")
+    kokoro = load_build_config(configs / "data_reference_k.yaml")
+    assert (kokoro.name, kokoro.engines.kokoro) == ("reference-k", 0.5)
+    # Everything it does not name is its base's: the same texts and held-out voices.
+    assert kokoro.model_dump(exclude={"name", "engines"}) == plain.model_dump(
+        exclude={"name", "engines"}
+    )
+    (tmp_path / "child.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"child\.yaml: base: file not found: .*nowhere"):
+        load_build_config(tmp_path / "child.yaml")
+
+
 def _validate_any(path: Path) -> None:
     if path.name.startswith("data_"):
         load_build_config(path)

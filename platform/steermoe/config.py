@@ -721,8 +721,18 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         ConfigError: unreadable file, unknown key, wrong type or impossible value, a base
             that is missing or names a file already in the chain.
     """
-    data = _read_layers(Path(path), ()) if path is not None else {}
+    data = read_layered_yaml(path) if path is not None else {}
     return validate(apply_overrides(data, overrides))
+
+
+def read_layered_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping with its ``base:`` chain merged under it (see :func:`load_config`).
+
+    Raises:
+        ConfigError: missing file or base, invalid YAML, a top level that is not a mapping,
+            a base that is not a file name or a chain that returns to a file already in it.
+    """
+    return _read_layers(Path(path), ())
 
 
 def _read_layers(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:

@@ -290,8 +290,9 @@ A file may also build on another: a top-level `base: other.yaml` (relative to th
 folder) reads that file first, and this one then holds only its differences. Mappings merge
 key by key; any other value, a list included, replaces the base's (`curriculum: []` clears a
 base's curriculum). Bases may chain, as the reference runs do (`reference_g.yaml` ->
-`reference_f.yaml` -> ... -> `reference.yaml`); a missing base or a chain that comes back to a
-file already in it stops the job with the files named.
+`reference_f.yaml` -> ... -> `reference.yaml`), and so do the data build configs
+(`data_reference_k.yaml` -> `data_reference.yaml`); a missing base or a chain that comes back
+to a file already in it stops the job with the files named.
 Override values are parsed as YAML (`null`, `true`, `[1, 2]`, `{a: 1}`). The tree is strict
 and frozen: an unknown key, a wrong type or an impossible value stops the job before any work
 starts, with the key path named (exit status 2). These messages are produced by the code when

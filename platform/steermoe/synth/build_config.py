@@ -6,11 +6,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from steermoe import env
-from steermoe.config import ConfigError, apply_overrides
+from steermoe.config import ConfigError, apply_overrides, read_layered_yaml
 from steermoe.synth import tts
 
 
@@ -130,20 +129,14 @@ class BuildConfig(_Strict):
 def load_build_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> BuildConfig:
     """Read a YAML build config, apply ``key.sub=value`` overrides and validate.
 
+    Like the run configs, a build config may start with ``base: other.yaml`` and hold only
+    its differences (mappings merge key by key; other values replace the base's).
+
     Raises:
-        ConfigError: unreadable file, unknown key or bad value (the message names the key).
+        ConfigError: unreadable file or base, unknown key or bad value (the message names
+            the key).
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
+    data: dict[str, Any] = read_layered_yaml(path) if path is not None else {}
     data = apply_overrides(data, overrides)
     try:
         return BuildConfig.model_validate(data)
