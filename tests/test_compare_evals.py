@@ -122,3 +122,13 @@ def test_folders_pair_by_id_and_bad_input_is_named(tmp_path, capsys):
     write_manifest(tmp_path / "d" / "synthetic-asr.jsonl", asr_rows(SENTENCES, prefix="x"))
     with pytest.raises(ValueError, match="share no example id"):
         compare_folders(a, tmp_path / "d")
+
+
+def test_resamples_of_only_unscorable_rows_are_left_out_of_the_interval():
+    refs = ["", "hello there world"]  # the first is empty: the scorer drops it
+    a = asr_rows(["anything", "hello world"], refs)
+    b = asr_rows(["anything", "hello there world"], refs)
+    (c,) = compare_manifests("synthetic-asr", a, b, resamples=200)
+    assert (c.a, c.b) == pytest.approx((100 / 3, 0.0))
+    assert c.low == c.high == pytest.approx(-100 / 3), "a quarter of the draws hold no scorable row"
+    assert (c.a_better, c.b_better) == (0, 1)

@@ -127,7 +127,8 @@ def compare_manifests(
         for _ in range(resamples):
             draw = [rng.randrange(n) for _ in range(n)]
             diffs.append(side_b.value(draw) - side_a.value(draw))
-        diffs.sort()
+        # A draw of only unscorable rows (every reference empty) has no value on either side.
+        diffs = sorted(d for d in diffs if not math.isnan(d)) or [math.nan]
         a_better = b_better = 0
         for i in range(n):
             delta = side_b.row_value(i) - side_a.row_value(i)
@@ -143,8 +144,8 @@ def compare_manifests(
                 higher_is_better=higher,
                 a=side_a.full,
                 b=side_b.full,
-                low=diffs[int(0.025 * (resamples - 1))],
-                high=diffs[round(0.975 * (resamples - 1))],
+                low=diffs[int(0.025 * (len(diffs) - 1))],
+                high=diffs[round(0.975 * (len(diffs) - 1))],
                 a_better=a_better,
                 b_better=b_better,
                 paired=n,
