@@ -25,10 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators import asr
 from evaluators.manifest import read_manifest
-from evaluators.tasks import TASKS
-from steermoe.evaluate import score_records
+from steermoe.evaluate import manifest_paths, primary_metric, score_records
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ def compare_folders(
     for folder in folders:
         if not folder.is_dir():
             raise FileNotFoundError(f"evaluation folder not found: {folder}")
-    stems = [{p.stem for p in f.glob("*.jsonl") if not p.name.startswith(".")} for f in folders]
+    stems = [{p.stem for p in manifest_paths(f)} for f in folders]
     shared = sorted(stems[0] & stems[1])
     if not shared:
         raise FileNotFoundError(
@@ -119,7 +117,8 @@ def compare_manifests(
     rng = random.Random(seed)
     out = []
     for task, task_ids in sorted(tasks.items()):
-        metric, higher = _primary(label, task, by_id_a[task_ids[0]])
+        language = by_id_a[task_ids[0]].get("language", "en")
+        metric, higher = primary_metric(label, task, language)
         side_a = _Side(label, metric, [by_id_a[i] for i in task_ids])
         side_b = _Side(label, metric, [by_id_b[i] for i in task_ids])
         n = len(task_ids)
@@ -199,16 +198,6 @@ class _Side:
 
     def row_value(self, i: int) -> float:
         return self.scale * self.num[i] / self.den[i] if self.den[i] else 0.0
-
-
-def _primary(label: str, task: str, row: dict[str, Any]) -> tuple[str, bool]:
-    """The metric a dataset's task ranks by, and whether higher is better."""
-    if label == "fsdd" and task == "asr":
-        return "digit_accuracy", True
-    scorer = TASKS[task].scorer
-    if task == "asr":
-        return asr.primary_metric(row.get("language", "en")), scorer.HIGHER_IS_BETTER
-    return scorer.PRIMARY, scorer.HIGHER_IS_BETTER
 
 
 def format_comparison(results: Sequence[Comparison], a: str = "A", b: str = "B") -> str:

@@ -228,10 +228,26 @@ def _score_task(records: list[dict[str, Any]], task: str, label: str) -> dict[st
     finishes = [r["finish"] for r in records if "finish" in r]
     if finishes:  # answers that did not end by themselves: loops and budget cuts
         metrics["unfinished"] = sum(f != "stop" for f in finishes) / len(finishes)
-    if label == "fsdd" and task == "asr":
+    if primary_metric(label, task)[0] == "digit_accuracy":
         preds = [r["prediction"] for r in records]
         metrics["digit_accuracy"] = fsdd_accuracy(preds, [r["reference"] for r in records])
     return metrics
+
+
+def primary_metric(label: str, task: str, language: str = "en") -> tuple[str, bool]:
+    """The metric a dataset's task ranks by, and whether higher is better: the task
+    scorer's (CER for ASR in languages written without spaces), except FSDD's single spoken
+    digits, which rank by digit accuracy."""
+    if label == "fsdd" and task == "asr":
+        return "digit_accuracy", True
+    scorer = TASKS[task].scorer
+    metric = asr_eval.primary_metric(language) if task == "asr" else scorer.PRIMARY
+    return metric, scorer.HIGHER_IS_BETTER
+
+
+def manifest_paths(folder: Path) -> list[Path]:
+    """The dataset manifests an evaluation wrote to ``folder`` (hidden files left out)."""
+    return sorted(p for p in folder.glob("*.jsonl") if not p.name.startswith("."))
 
 
 def score_records(records: Sequence[dict[str, Any]], label: str) -> dict[str, Any]:
@@ -280,7 +296,7 @@ def score_only(
         FileNotFoundError: no manifest in ``output_dir``.
     """
     folder = Path(output_dir)
-    manifests = sorted(p for p in folder.glob("*.jsonl") if not p.name.startswith("."))
+    manifests = manifest_paths(folder)
     if not manifests:
         raise FileNotFoundError(f"no *.jsonl manifests in {folder}")
     results = _empty_results()
