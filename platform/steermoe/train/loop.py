@@ -108,6 +108,7 @@ def train_fn_per_worker(train_config: dict) -> None:
     window_ctc, window_batches = 0.0, 0
     window_start = time.perf_counter()
     train_time = 0.0
+    pace = Pace(step, t.max_steps)
     model.train()
     while step < t.max_steps:
         step_start = time.perf_counter()
@@ -139,7 +140,7 @@ def train_fn_per_worker(train_config: dict) -> None:
                 shown = f" ctc {ctc_loss:.4f}" if ctc is not None else ""
                 print(
                     f"[train] step {step}/{t.max_steps} loss {loss:.4f}{shown} "
-                    f"stage {stream.stage.index}",
+                    f"stage {stream.stage.index} | {pace.report(step)}",
                     flush=True,
                 )
             window_loss, window_tokens, window_ctc, window_batches = 0.0, 0, 0.0, 0
@@ -176,6 +177,32 @@ def train_fn_per_worker(train_config: dict) -> None:
 
 
 RESUME_DIR = "resume"
+
+
+class Pace:
+    """Seconds per step and the time left, from the wall clock since this process started
+    training (validation and checkpoints included, so the estimate holds for the whole run)."""
+
+    def __init__(self, first_step: int, max_steps: int, clock=time.monotonic):
+        self.first_step, self.max_steps, self.clock = first_step, max_steps, clock
+        self.start = clock()
+
+    def report(self, step: int) -> str:
+        done = step - self.first_step
+        if done <= 0:
+            return "eta unknown"
+        per_step = (self.clock() - self.start) / done
+        return f"{per_step:.2f} s/step, eta {duration(per_step * (self.max_steps - step))}"
+
+
+def duration(seconds: float) -> str:
+    """``3725`` -> ``1h02m``; ``125`` -> ``2m05s``; ``42`` -> ``42s``."""
+    s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
 
 
 def resume_folder(ref: str) -> Path:
