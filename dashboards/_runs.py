@@ -59,19 +59,6 @@ def fmt_number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def fmt_seconds(seconds: float | None) -> str:
-    """``75.0`` -> ``1m 15s``."""
-    if seconds is None:
-        return "–"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
 @dataclass(frozen=True)
 class RunView:
     """One MLflow run, flattened to what the dashboards read."""

@@ -24,11 +24,11 @@ from dashboards._runs import (
     children,
     find_runs,
     fmt_number,
-    fmt_seconds,
     history,
     train_loss_history,
     value_label,
 )
+from steermoe.tracking import fmt_seconds
 
 # Params every comparison shows (short name -> dotted key).
 KEY_PARAMS = {

@@ -34,7 +34,6 @@ from dashboards._runs import (
     RunView,
     children,
     fmt_number,
-    fmt_seconds,
     history,
     load_run,
     short_key,
@@ -44,6 +43,7 @@ from dashboards._runs import (
     value_label,
     with_last_report,
 )
+from steermoe.tracking import fmt_seconds
 
 REPORT_DIR = "report"
 # Columns of the results table after the sweep metric, when any trial logged them

@@ -21,7 +21,8 @@ from steermoe.model import build_model
 from steermoe.model.ctc import CtcHead
 from steermoe.model.prompt import build_template
 from steermoe.optim import param_groups
-from steermoe.train.loop import Pace, check_resumable, duration, swapped_audio_batch
+from steermoe.tracking import fmt_seconds
+from steermoe.train.loop import Pace, check_resumable, swapped_audio_batch
 
 TINY = ["model.encoder=tiny-random-whisper", "model.llm=tiny-random-llm"]
 
@@ -343,7 +344,8 @@ def test_the_training_log_shows_the_pace_and_the_time_left():
     pace = Pace(first_step=300, max_steps=1000, clock=lambda: now[0])
     assert pace.report(300) == "eta unknown"  # nothing done yet in this process
     now[0] += 150.0  # 25 steps in 150 s, from a resumed step 300
-    assert pace.report(325) == "6.00 s/step, eta 1h07m"  # 675 steps left
+    assert pace.report(325) == "6.00 s/step, eta 1h 07m"  # 675 steps left
     now[0] += 4050.0  # 700 steps in 4,200 s
-    assert pace.report(1000) == "6.00 s/step, eta 0s"
-    assert [duration(s) for s in (0.4, 42, 125, 3725, -3)] == ["0s", "42s", "2m05s", "1h02m", "0s"]
+    assert pace.report(1000) == "6.00 s/step, eta 0.0s"
+    shown = [fmt_seconds(s) for s in (None, 0.4, 42, 125, 3725)]
+    assert shown == ["–", "0.4s", "42.0s", "2m 05s", "1h 02m"]

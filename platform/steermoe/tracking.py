@@ -22,6 +22,20 @@ _NOT_METRICS = {"train_history", "backfill", "step", "checkpoint_dir_name"}
 REPORT_MARKER = "report_step"
 
 
+def fmt_seconds(seconds: float | None) -> str:
+    """A duration for people: ``75.0`` -> ``1m 15s``, ``3725`` -> ``1h 02m``, ``None`` -> ``–``.
+    The training log's time left and the dashboards' run times both read this way."""
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
 def tracking_uri(config: Config) -> str:
     """Config value, else :func:`default_tracking_uri`."""
     return config.mlflow.tracking_uri or default_tracking_uri()

@@ -37,6 +37,7 @@ from steermoe.evaluate import score_row
 from steermoe.model import build_model, save_checkpoint
 from steermoe.model.checkpoint import MODEL_DIR, local_checkpoint, warm_start
 from steermoe.optim import build_optimizer, build_scheduler
+from steermoe.tracking import fmt_seconds
 from steermoe.train import distributed
 
 log = logging.getLogger(__name__)
@@ -192,17 +193,7 @@ class Pace:
         if done <= 0:
             return "eta unknown"
         per_step = (self.clock() - self.start) / done
-        return f"{per_step:.2f} s/step, eta {duration(per_step * (self.max_steps - step))}"
-
-
-def duration(seconds: float) -> str:
-    """``3725`` -> ``1h02m``; ``125`` -> ``2m05s``; ``42`` -> ``42s``."""
-    s = max(0, round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
+        return f"{per_step:.2f} s/step, eta {fmt_seconds(per_step * (self.max_steps - step))}"
 
 
 def resume_folder(ref: str) -> Path:
