@@ -71,6 +71,7 @@ def test_steering_memorises_a_handful_of_real_clips(clips):
         "reference-e",
         "reference-f",
         "reference-g",
+        "reference-h",
     ],
 )  # b: serve.yaml's
 def test_shipped_reference_checkpoint_loads_against_freshly_prepared_backbones(clips, name):
